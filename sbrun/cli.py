@@ -1,0 +1,251 @@
+"""`sbrun`: the Hydra command line.
+
+Before Hydra runs anything, `preflight` parses the overrides, composes every job of the command
+(each combination of a sweep) and validates it, so a typo or an out-of-range value stops the
+command with one line naming the key and what is allowed, before any data or model is touched.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import sys
+import zlib
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, Config, register_schema, validate
+from .datasets import DataError
+from .engine import Diverged, StopRequested, resolve_device
+from .records import OutputError
+from .runner import AlreadyFinished, resume_config, train
+
+log = logging.getLogger("sbrun")
+
+GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "experiment", "debug")
+MAX_PREFLIGHT_JOBS = 512
+# Exit codes: 0 done, 1 a run failed, 2 bad input, 3 stopped by a signal (resumable).
+EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 3
+USER_ERRORS = (ConfigError, DataError, CheckpointError, OutputError, Diverged, AlreadyFinished)
+
+_failed_jobs: List[str] = []
+
+
+# --- Hydra resolvers used by conf/config.yaml ----------------------------------------------------
+
+def _run_id(name: Optional[str] = None) -> str:
+    """The run/sweep directory name: `name=` if given, else a sub-second timestamp."""
+    return str(name) if name else datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+
+
+def _job_dir(num, overrides: str = "") -> str:
+    """<job number>_<overrides>, made safe as one directory name."""
+    slug = re.sub(r"[^A-Za-z0-9=,._+-]", "_", str(overrides or ""))
+    if len(slug) > 100:
+        slug = f"{slug[:90]}~{zlib.crc32(slug.encode()):08x}"
+    return f"{num}_{slug}" if slug else str(num)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("sbrun_id"):
+        OmegaConf.register_new_resolver("sbrun_id", _run_id, use_cache=True)
+    if not OmegaConf.has_resolver("sbrun_job"):
+        OmegaConf.register_new_resolver("sbrun_job", _job_dir)
+
+
+register_resolvers()
+register_schema()
+
+
+# --- preflight -----------------------------------------------------------------------------------
+
+def config_dir() -> Path:
+    return Path(str(resources.files("sbrun") / "conf"))
+
+
+def group_options(group: str) -> List[str]:
+    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return " ".join(lines[:2]) if lines else type(err).__name__
+
+
+def _compose_error(err: BaseException) -> ConfigError:
+    cause = err.__cause__ or err
+    text = f"{err}\n{cause}"
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if m:
+        return ConfigError(f"{m.group(1)} is not a config key; allowed: the keys listed in README.md "
+                           f"(Configuration) or shown by `sbrun --cfg job`")
+    m = re.search(r"full_key: (\S+)", text)
+    if m:   # a type error, e.g. "Value 'abc' of type 'str' could not be converted to Integer"
+        return ConfigError(f"{m.group(1)}: {str(cause).splitlines()[0].strip()}")
+    return ConfigError(_first_line(err))
+
+
+def _job_overrides(parsed) -> List[List[str]]:
+    """Every job's override list (the sweep's cartesian product), capped for very large sweeps."""
+    axes = []
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            try:
+                axes.append([f"{key}={v}" for v in o.sweep_string_iterator()])
+            except Exception:   # interval/optimizer sweeps: nothing to enumerate
+                continue
+        else:
+            axes.append([o.input_line])
+    jobs = list(itertools.islice(itertools.product(*axes), MAX_PREFLIGHT_JOBS))
+    return [list(j) for j in jobs] or [[]]
+
+
+def _check_groups(parsed) -> None:
+    for o in parsed:
+        group = o.key_or_group
+        if group not in GROUPS or o.is_delete():
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+        allowed = group_options(group)
+        for v in values:
+            if v is not None and str(v) not in allowed:
+                raise ConfigError(f"{group}={v} is not a known {group}; allowed: {', '.join(allowed)}")
+
+
+def _local_launcher(parsed) -> bool:
+    for o in parsed:
+        if o.key_or_group == "hydra/launcher":
+            return str(o.value()) in ("basic", "local_parallel", "joblib", "submitit_local")
+    return True
+
+
+def preflight(argv: Sequence[str]) -> List[str]:
+    """Validate every job the command would run; return the argv to hand to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = get_args_parser().parse_args(list(argv))
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion \
+            or args.config_name or args.config_path or args.config_dir or args.experimental_rerun:
+        return list(argv)
+    try:
+        parsed = OverridesParser.create().parse_overrides(args.overrides)
+    except Exception as err:
+        raise ConfigError(f"cannot parse the overrides: {_first_line(err)}") from None
+    _check_groups(parsed)
+    user = [o for o in parsed if not o.key_or_group.startswith("hydra")]
+    resume = next((o for o in user if o.key_or_group == "resume"), None)
+    if resume is not None and resume.value() not in (None, "null"):
+        return _preflight_resume(argv, args, user, resume)
+    local = _local_launcher(parsed)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="sbrun"):
+        for job in _job_overrides(user):
+            try:
+                cfg = validate(compose("config", overrides=job))
+            except ConfigError:
+                raise
+            except Exception as err:
+                raise _compose_error(err) from None
+            if local:
+                resolve_device(cfg.device)
+    return list(argv)
+
+
+def _preflight_resume(argv, args, user, resume) -> List[str]:
+    if args.multirun or resume.is_sweep_override():
+        raise ConfigError("resume= takes one run directory and no --multirun; to continue a sweep, "
+                          "re-run the sweep command with the same name=")
+    run_dir = Path(str(resume.value()))
+    changes = {o.key_or_group: o.value() for o in user if o.key_or_group != "resume"}
+    cfg = resume_config(run_dir, changes)
+    from .records import FINISHED, SUMMARY, read_json
+
+    prev = read_json(run_dir / SUMMARY) or {}
+    if prev.get("status") == FINISHED and (prev.get("epochs_completed") or 0) >= cfg.epochs:
+        raise ConfigError(f"resume={run_dir} is invalid: that run already finished "
+                          f"({prev.get('epochs_completed')} epochs); allowed: an unfinished run, or a "
+                          f"larger epochs= to train it further")
+    resolve_device(cfg.device)
+    # Hydra logs into the resumed directory and leaves its .hydra/ (the original config) alone.
+    return list(argv) + [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
+
+
+# --- the Hydra task -------------------------------------------------------------------------------
+
+def _job_config(cfg: DictConfig, overrides: Sequence[str]) -> Config:
+    if cfg.get("resume"):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        changes = {o.key_or_group: o.value() for o in parsed
+                   if not o.key_or_group.startswith("hydra") and o.key_or_group != "resume"}
+        return resume_config(Path(cfg.resume), changes)
+    return validate(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    run_dir = Path(hc.runtime.output_dir)
+    overrides = list(hc.overrides.task)
+    try:
+        config = _job_config(cfg, overrides)
+        return train(config, config.resume or run_dir, overrides)
+    except AlreadyFinished as err:
+        if multirun:
+            log.info("skipping %s: already finished", run_dir)
+            return None
+        _exit(f"{err}; choose another name= or delete it", EXIT_USAGE)
+    except StopRequested as err:
+        log.warning("%s", err)
+        raise SystemExit(EXIT_STOPPED)
+    except USER_ERRORS as err:
+        code = EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILED
+        if multirun:
+            log.error("job %s failed: %s", run_dir.name, err)
+            _failed_jobs.append(f"{run_dir}: {err}")
+            return None
+        _exit(str(err), code)
+    except Exception as err:
+        if multirun:    # keep the sweep going; the traceback goes to this job's run.log
+            log.exception("job %s failed", run_dir.name)
+            _failed_jobs.append(f"{run_dir}: {type(err).__name__}: {err}")
+            return None
+        raise
+    return None
+
+
+def _exit(message: str, code: int) -> None:
+    print(f"sbrun: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = preflight(argv)
+    except ConfigError as err:
+        _exit(str(err), EXIT_USAGE)
+    sys.argv = [sys.argv[0]] + argv
+    _hydra_main()
+    if _failed_jobs:
+        print(f"sbrun: {len(_failed_jobs)} job(s) failed:", file=sys.stderr)
+        for line in _failed_jobs:
+            print(f"  {line}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

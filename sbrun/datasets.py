@@ -1,0 +1,272 @@
+"""Datasets as in-memory uint8 image tensors, plus label noise.
+
+Every dataset becomes the same thing: `ImageSet(images uint8 [N, C, H, W], labels int64 [N])` for
+train and test. The batching/augmentation path (stream.py) and the figures only ever see that.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .config import DatasetConfig
+from .seeding import derive_seed
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded. The message is one line meant for the user."""
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor   # uint8 [N, C, H, W]
+    labels: torch.Tensor   # int64 [N]
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+    def take(self, idx: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[idx], self.labels[idx])
+
+
+@dataclass
+class TrainTest:
+    train: ImageSet
+    test: ImageSet
+    classes: List[str]
+
+
+Loader = Callable[[DatasetConfig, Path], TrainTest]
+DATASETS: Dict[str, Loader] = {}
+
+
+def register(name: str):
+    def deco(fn: Loader) -> Loader:
+        DATASETS[name] = fn
+        return fn
+    return deco
+
+
+# --- offline sets --------------------------------------------------------------------------------
+
+@register("digits")
+def load_digits(cfg: DatasetConfig, root: Path) -> TrainTest:
+    """scikit-learn's bundled 8x8 digits (1797 images), split 80/20 with a fixed seed."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    images = torch.from_numpy(np.round(d.data * 255.0 / 16.0).astype(np.uint8)).reshape(-1, 1, 8, 8)
+    labels = torch.from_numpy(d.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    n_test = len(labels) // 5
+    test, train = order[:n_test], order[n_test:]
+    return TrainTest(ImageSet(images[train], labels[train]), ImageSet(images[test], labels[test]),
+                     [str(i) for i in range(10)])
+
+
+@register("synthetic")
+def load_synthetic(cfg: DatasetConfig, root: Path) -> TrainTest:
+    """Class prototypes blended with another class's prototype and noise, so that examples range
+    from easy to ambiguous (a spread of losses for the samplers to act on). Fixed seed: the same
+    data for every run."""
+    g = torch.Generator().manual_seed(1234)
+    k, c, s = cfg.num_classes, cfg.channels, cfg.image_size
+    protos = torch.rand(k, c, s, s, generator=g) * 255
+
+    def make(n: int) -> ImageSet:
+        y = torch.randint(0, k, (n,), generator=g)
+        other = (y + torch.randint(1, k, (n,), generator=g)) % k
+        mix = (torch.rand(n, generator=g) * 0.6).view(n, 1, 1, 1)
+        x = (1 - mix) * protos[y] + mix * protos[other] + torch.randn(n, c, s, s, generator=g) * 48
+        return ImageSet(x.clamp(0, 255).round().to(torch.uint8), y)
+
+    train = make(cfg.n_train)
+    return TrainTest(train, make(cfg.n_test), [str(i) for i in range(k)])
+
+
+# --- torchvision sets ----------------------------------------------------------------------------
+
+# Raw MNIST-format files and their exact sizes: a truncated file is caught before parsing.
+_IDX_SIZES = {"train-images-idx3-ubyte": 47040016, "train-labels-idx1-ubyte": 60008,
+              "t10k-images-idx3-ubyte": 7840016, "t10k-labels-idx1-ubyte": 10008}
+
+_WHERE = {
+    "cifar10": "cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/) in {root}",
+    "cifar100": "cifar-100-python.tar.gz (or its extracted cifar-100-python/) in {root}",
+    "svhn": "train_32x32.mat and test_32x32.mat (and extra_32x32.mat with dataset.extra) in {root}",
+    "mnist": "the four *-ubyte files (train/t10k images and labels) in {root}/MNIST/raw",
+    "fashion_mnist": "the four *-ubyte files (train/t10k images and labels) in {root}/FashionMNIST/raw",
+}
+
+
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _idx_problems(raw: Path) -> List[Tuple[Path, str]]:
+    """Missing or wrongly sized raw idx files, as (path, description)."""
+    out = []
+    for name, size in _IDX_SIZES.items():
+        p = raw / name
+        if not p.exists():
+            if not (raw / (name + ".gz")).exists():
+                out.append((p, "missing"))
+        elif p.stat().st_size != size:
+            out.append((p, f"truncated or corrupted ({p.stat().st_size} of {size} bytes)"))
+    return out
+
+
+def _set_aside(files: List[Path]) -> Optional[str]:
+    """Rename corrupted files to *.corrupt so that a download can replace them.
+    Returns why that was impossible, or None."""
+    for p in files:
+        try:
+            os.replace(p, p.with_name(p.name + ".corrupt"))
+        except OSError as err:
+            return f"cannot move it aside ({err.strerror})"
+    return None
+
+
+def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]],
+           check: Callable[[], List[Tuple[Path, str]]] = lambda: []):
+    """Load from `root`; if files are missing or corrupted, download once; else fail in one line."""
+    problems = check()
+    corrupted = [p for p, what in problems if what != "missing"]
+    if not problems:
+        try:
+            return build(False)
+        except Exception as err:  # torchvision: "Dataset not found or corrupted"
+            problem = _short(err)
+    else:
+        problem = f"{problems[0][0].name} is {problems[0][1]}"
+    where = _WHERE[name].format(root=root)
+    if corrupted:
+        blocked = _set_aside(corrupted)
+        if blocked:
+            raise DataError(f"{name}: {problem} in {root} and {blocked}; replace it with a good copy "
+                            f"({where})")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return build(True)
+    except Exception as err:
+        raise DataError(f"{name}: {problem} and the download failed ({_short(err)}); "
+                        f"offline, put {where}") from None
+
+
+def _as_nchw(data, channels_last: bool) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(data))
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    elif channels_last:
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous().to(torch.uint8)
+
+
+def _labels(values) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values), dtype=torch.int64)
+
+
+def _tv_pair(name: str, root: Path, cls_name: str, check=lambda: []) -> TrainTest:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    train, test = _fetch(name, root, lambda dl: (cls(str(root), train=True, download=dl),
+                                                 cls(str(root), train=False, download=dl)), check)
+    nhwc = cls_name.startswith("CIFAR")
+    return TrainTest(ImageSet(_as_nchw(train.data, nhwc), _labels(train.targets)),
+                     ImageSet(_as_nchw(test.data, nhwc), _labels(test.targets)), list(train.classes))
+
+
+@register("cifar10")
+def load_cifar10(cfg: DatasetConfig, root: Path) -> TrainTest:
+    return _tv_pair("cifar10", root, "CIFAR10")
+
+
+@register("cifar100")
+def load_cifar100(cfg: DatasetConfig, root: Path) -> TrainTest:
+    return _tv_pair("cifar100", root, "CIFAR100")
+
+
+@register("mnist")
+def load_mnist(cfg: DatasetConfig, root: Path) -> TrainTest:
+    return _tv_pair("mnist", root, "MNIST", lambda: _idx_problems(root / "MNIST" / "raw"))
+
+
+@register("fashion_mnist")
+def load_fashion_mnist(cfg: DatasetConfig, root: Path) -> TrainTest:
+    return _tv_pair("fashion_mnist", root, "FashionMNIST",
+                    lambda: _idx_problems(root / "FashionMNIST" / "raw"))
+
+
+@register("svhn")
+def load_svhn(cfg: DatasetConfig, root: Path) -> TrainTest:
+    import torchvision.datasets as tvd
+
+    splits = ["train", "test"] + (["extra"] if cfg.extra else [])
+    sets = _fetch("svhn", root, lambda dl: tuple(tvd.SVHN(str(root), split=s, download=dl) for s in splits))
+    train_sets = [sets[0]] + list(sets[2:])
+    train = ImageSet(torch.cat([_as_nchw(s.data, False) for s in train_sets]),
+                     torch.cat([_labels(s.labels) for s in train_sets]))
+    test = ImageSet(_as_nchw(sets[1].data, False), _labels(sets[1].labels))
+    return TrainTest(train, test, [str(i) for i in range(10)])
+
+
+# --- entry point ---------------------------------------------------------------------------------
+
+def _subset(s: ImageSet, n: Optional[int]) -> ImageSet:
+    if n is None or n >= len(s):
+        return s
+    # A fixed seed, not the run seed: every run of a comparison trains on the same subset.
+    order = torch.randperm(len(s), generator=torch.Generator().manual_seed(0))[:n]
+    return s.take(order.sort().values)
+
+
+def _check_shapes(cfg: DatasetConfig, data: TrainTest) -> None:
+    want = (cfg.channels, cfg.image_size, cfg.image_size)
+    for split, s in (("train", data.train), ("test", data.test)):
+        shape = tuple(s.images.shape[1:])
+        if shape != want:
+            raise DataError(f"{cfg.name}: {split} images have shape {shape}, but the dataset config "
+                            f"says {want}; fix dataset.channels/dataset.image_size")
+        if len(s) == 0 or int(s.labels.min()) < 0 or int(s.labels.max()) >= cfg.num_classes:
+            raise DataError(f"{cfg.name}: {split} labels fall outside [0, {cfg.num_classes}); "
+                            f"the files may be corrupted or dataset.num_classes is wrong")
+
+
+def load_dataset(cfg: DatasetConfig, data_dir: str) -> TrainTest:
+    data = DATASETS[cfg.name](cfg, Path(data_dir).expanduser())
+    data = TrainTest(_subset(data.train, cfg.subset), _subset(data.test, cfg.test_subset), data.classes)
+    _check_shapes(cfg, data)
+    return data
+
+
+# --- label noise ---------------------------------------------------------------------------------
+
+def corrupt_labels(labels: torch.Tensor, num_classes: int, rate: float, seed: int,
+                   mode: str = "uniform") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Return (noisy labels, mask of changed labels) for a training set.
+
+    Exactly round(rate * N) examples are chosen by seed. "uniform" gives each a new label drawn
+    uniformly from the other classes (never its true class). "permute" (the SB authors' variant)
+    shuffles the chosen examples' labels among themselves, which keeps the class balance; an
+    example that draws its own class back is not counted as noisy.
+    """
+    n = labels.numel()
+    k = int(round(rate * n))
+    g = torch.Generator().manual_seed(derive_seed(seed, "label_noise"))
+    chosen = torch.randperm(n, generator=g)[:k]
+    old = labels[chosen]
+    if mode == "uniform":
+        new = (old + torch.randint(1, num_classes, (k,), generator=g)) % num_classes
+    elif mode == "permute":
+        new = old[torch.randperm(k, generator=g)]
+    else:
+        raise ValueError(f"unknown noise mode {mode!r}")
+    noisy_labels = labels.clone()
+    noisy_labels[chosen] = new
+    return noisy_labels, noisy_labels != labels

@@ -1,0 +1,630 @@
+"""The training loop: selection forward -> backprop queue -> training step, epoch by epoch.
+
+The loop is sampler-agnostic. Per chunk of example indices it asks the sampler what it needs
+(nothing, cached losses, or a selection forward), lets it choose positions, queues the chosen
+examples, and steps whenever a full batch waits. Counters stay on the device and are read once
+per epoch; the only per-chunk host sync is learning how many examples were chosen.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from . import records
+from .config import Config, ConfigError, to_dict
+from .datasets import ImageSet, corrupt_labels, load_dataset
+from .distributed import Collective
+from .models import CONVOLUTIONAL, build_model
+from .queue import BackpropQueue, Step
+from .samplers import Ctx, Need, build_sampler
+from .schedule import multistep_lr
+from .seeding import generator, global_rng_state, seed_globals, set_global_rng_state
+from .stream import Augmenter, LoaderStream, TensorStream, eval_batches, fits_on_device
+from .timing import PhaseTimer
+
+log = logging.getLogger("sbrun")
+
+# Config keys that may differ between a run and its continuation (they do not change results).
+RESUMABLE_KEYS = {"device", "data_dir", "progress", "plots", "num_workers", "resume", "epochs", "hours",
+                  "out_dir", "name"}
+NAN_CHECK_EVERY = 64   # steps between host reads of the non-finite-loss flag
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived; the run stopped cleanly after a checkpoint."""
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={spec!r} is invalid: no CUDA GPU is visible; allowed here: auto, cpu")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={spec!r} is invalid: only {torch.cuda.device_count()} GPU(s); "
+                              f"allowed: cuda:0..cuda:{torch.cuda.device_count() - 1}")
+        return dev
+    return torch.device("cpu")
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between batches."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread (e.g. a launcher's worker thread)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:      # a second signal: stop waiting
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("received %s: finishing the current batch, then checkpointing",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class EpochState:
+    """What an epoch in progress has accumulated; saved in mid-epoch checkpoints."""
+    epoch: int
+    chunk: int = 0                 # next chunk to process
+    backprops: int = 0
+    select_forwards: int = 0
+    steps: int = 0
+    phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume
+    loss_sum: Optional[torch.Tensor] = None
+    mislabeled: Optional[torch.Tensor] = None
+    gen_states: Optional[Dict[str, torch.Tensor]] = None     # selection/augmentation streams
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class Trainer:
+    def __init__(self, cfg: Config, run_dir: Path, device: torch.device,
+                 dist: Optional[Collective] = None, overrides: Sequence[str] = ()):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.dist = dist or Collective.single()
+        self.overrides = list(overrides)
+        self.main = self.dist.rank == 0
+        seed_globals(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        data = load_dataset(cfg.dataset, cfg.data_dir)
+        self.classes = data.classes
+        self.true_labels = data.train.labels
+        labels, noisy = corrupt_labels(data.train.labels, cfg.dataset.num_classes, cfg.label_noise,
+                                       cfg.seed, cfg.noise_mode)
+        self.train_set = ImageSet(data.train.images, labels)
+        self.test_set = data.test
+        self.n = len(self.train_set)
+        self.noisy = noisy.to(device)
+
+        conv = cfg.model.name in CONVOLUTIONAL
+        self.memory_format = (torch.channels_last if conv and cfg.channels_last and device.type == "cuda"
+                              else torch.contiguous_format)
+        use_tensor = cfg.data_path == "tensor" or (
+            cfg.data_path == "auto" and fits_on_device(self.train_set, self.test_set, device=device))
+        shard = self.dist.shard(self.n)
+        if use_tensor:
+            self.stream = TensorStream(self.train_set, cfg.dataset, cfg.seed, device, shard, self.memory_format)
+        else:
+            self.stream = LoaderStream(self.train_set, cfg.dataset, cfg.seed, device, shard,
+                                       self.memory_format, cfg.num_workers)
+        self.data_path = "tensor" if use_tensor else "loader"
+        self.test_aug = Augmenter(cfg.dataset, device)
+        self.test_on_device = (self.test_set if not use_tensor else
+                               ImageSet(self.test_set.images.to(device), self.test_set.labels.to(device)))
+
+        ds = cfg.dataset
+        self.model = build_model(cfg.model, ds.channels, ds.image_size, ds.num_classes).to(device)
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.net = self.dist.wrap(self.model)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
+        o = cfg.optim
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                         nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.sampler = build_sampler(cfg.sampler, self.n, cfg.batch_size, device)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if cfg.precision == "bf16" and device.type == "cuda" else nullcontext())
+        self.timer = PhaseTimer(device)
+
+        # Per-example state, indexed by training-set position.
+        self.last_loss = torch.full((self.n,), math.inf, device=device)  # most recent known loss
+        self.counts = torch.zeros(self.n, dtype=torch.int64, device=device)  # times backpropagated
+        self.select_gen: Optional[torch.Generator] = None
+        self.queue = BackpropQueue(cfg.batch_size)
+        self.metrics = records.MetricsLog(self.run_dir)
+        self.snapshots: Dict[str, torch.Tensor] = {}
+        self.epoch = 0                       # next epoch to run
+        self.totals = {"select_forwards": 0, "backprops": 0, "steps": 0, "train_time": 0.0,
+                       "wall_time": 0.0}
+        self.compile_warmup_s = 0.0
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self._steps_since_check = 0
+        self.lr = o.lr
+
+    # --- learning rate -------------------------------------------------------------------------
+
+    def _set_lr(self, position: float) -> None:
+        s = self.cfg.schedule
+        self.lr = multistep_lr(position, self.cfg.optim.lr, s.milestones, s.gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+
+    # --- one chunk, one step ---------------------------------------------------------------------
+
+    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast:
+            out = self.net(x)
+        return F.cross_entropy(out.float(), y, reduction="none")
+
+    def _select_forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.net.eval()
+        with torch.inference_mode():
+            return self._losses(self.sampler.transform(x), y).clone()
+
+    def _train_step(self, step: Step, state: EpochState) -> None:
+        cfg, t = self.cfg, self.timer
+        if cfg.schedule.by == "backprops":
+            self._set_lr((self.totals["backprops"] + state.backprops) / self.n)
+        self.net.train()
+        with t.phase("train_fwd"):
+            losses = self._losses(step.x, step.y)
+            weighted = losses if step.w is None else losses * step.w
+            # Sum / global count (times world size, which DDP's gradient averaging divides out)
+            # gives the mean over every example of the step, however the ranks split it.
+            loss = weighted.sum() * (self.dist.world / step.total)
+        with t.phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        with t.phase("bookkeeping"):
+            detached = losses.detach()
+            self.last_loss[step.idx] = detached
+            self.sampler.observe(detached)
+            self.counts.index_add_(0, step.idx, torch.ones_like(step.idx))
+            state.loss_sum += detached.sum()
+            state.mislabeled += self.noisy[step.idx].sum()
+            state.backprops += step.idx.numel()
+            state.steps += 1
+            if cfg.nan_check:
+                self._nonfinite |= ~torch.isfinite(loss.detach())
+                self._steps_since_check += 1
+                if self._steps_since_check >= NAN_CHECK_EVERY:
+                    self._check_finite()
+
+    def _check_finite(self) -> None:
+        self._steps_since_check = 0
+        if bool(self._nonfinite):
+            raise Diverged(f"non-finite training loss in epoch {self.epoch + 1} (lr={self.lr:g}); "
+                           f"the run diverged")
+
+    def _run_chunk(self, chunk, state: EpochState, n_chunks: int) -> None:
+        t = self.timer
+        ctx = Ctx(epoch=state.epoch, batch=state.chunk,
+                  progress=(state.epoch + state.chunk / n_chunks) / self.cfg.epochs,
+                  generator=self.select_gen)
+        need = self.sampler.need(ctx)
+        x = y = losses = None
+        if need is Need.FRESH:
+            with t.phase("data"):
+                x, y = chunk.images()
+            with t.phase("select_fwd"):
+                losses = self._select_forward(x, y)
+            state.select_forwards += len(chunk)
+            with t.phase("bookkeeping"):
+                self.last_loss[chunk.idx] = losses
+        elif need is Need.CACHED:
+            with t.phase("bookkeeping"):
+                losses = self.last_loss[chunk.idx]
+        with t.phase("bookkeeping"):
+            sel = self.sampler.select(losses, len(chunk), ctx)
+            idx = chunk.idx if sel.pos is None else chunk.idx[sel.pos]
+        with t.phase("data"):
+            if x is None:
+                x, y = chunk.images(sel.pos)
+            elif sel.pos is not None:
+                x, y = x[sel.pos], y[sel.pos]
+        self.queue.push(idx, x, y, sel.weight)
+        while (step := self.queue.pop()) is not None:
+            self._train_step(step, state)
+
+    # --- epochs ----------------------------------------------------------------------------------
+
+    def _new_epoch_state(self, epoch: int) -> EpochState:
+        zero = torch.zeros((), device=self.device)
+        return EpochState(epoch, loss_sum=zero.clone(), mislabeled=zero.clone())
+
+    def train_epoch(self, state: EpochState, stop: _StopFlag) -> Dict[str, float]:
+        cfg = self.cfg
+        epoch = state.epoch
+        self.stream.start_epoch(epoch)
+        self.select_gen = generator(self.device, cfg.seed, "select", self.dist.rank, epoch)
+        if state.gen_states is not None:     # resumed mid-epoch: continue the streams
+            self.select_gen.set_state(state.gen_states["select"])
+            self.stream.set_generator_state(state.gen_states.get("augment"))
+        if cfg.schedule.by == "epochs":
+            self._set_lr(epoch)
+        size = self.sampler.chunk_size(cfg.select_size)
+        n_chunks = self.stream.num_chunks(size)
+        self.timer.start_epoch()
+        bar = tqdm(total=n_chunks, initial=state.chunk, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=self._bar_disabled(), unit="batch")
+        for i, chunk in enumerate(self.stream.chunks(size)):
+            if i < state.chunk:          # resumed mid-epoch: these chunks are already done
+                continue
+            self._run_chunk(chunk, state, n_chunks)
+            state.chunk += 1
+            bar.update(1)
+            self._check_budget(epoch)
+            if stop.signal is not None and state.chunk < n_chunks:
+                bar.close()
+                self._stop_mid_epoch(state)
+        bar.close()
+        if (step := self.queue.flush()) is not None:
+            self._train_step(step, state)
+        if cfg.nan_check:
+            self._check_finite()
+        phases = self.timer.end_epoch()
+        for k, v in state.phases.items():     # time spent before a mid-epoch resume
+            phases[k] = phases.get(k, 0.0) + v
+        return phases
+
+    def _bar_disabled(self) -> Optional[bool]:
+        if not self.main or self.cfg.progress == "off":
+            return True
+        return None if self.cfg.progress == "auto" else False
+
+    def _check_budget(self, epoch: int) -> None:
+        hours = self.cfg.hours
+        if hours is None or self.totals["backprops"] > 0 or epoch > 0:
+            return
+        if self.timer.elapsed() > hours * 3600:
+            raise ConfigError(f"hours={hours:g} is too small: the first epoch did not finish within the "
+                              f"budget ({self.timer.elapsed():.1f} s so far); allowed: a budget of at "
+                              f"least one epoch")
+
+    @torch.no_grad()
+    def evaluate(self):
+        self.net.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        count = torch.zeros((), device=self.device)
+        test = self.dist.shard_set(self.test_on_device)
+        with torch.inference_mode():
+            for x, y in eval_batches(test, self.test_aug, self.cfg.eval_batch_size, self.device,
+                                     self.memory_format):
+                with self.autocast:
+                    out = self.net(x)
+                loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+                correct += (out.argmax(1) == y).sum()
+                count += y.numel()
+        loss_sum, correct, count = self.dist.all_sum(torch.stack([loss_sum, correct, count])).tolist()
+        return loss_sum / count, correct / count
+
+    def _epoch_row(self, state: EpochState, phases: Dict[str, float], extra: Dict[str, float],
+                   test_loss: float, test_acc: float) -> Dict[str, float]:
+        sums = self.dist.all_sum(torch.stack([state.loss_sum.float(), state.mislabeled.float(),
+                                              torch.tensor(float(state.backprops), device=self.device),
+                                              torch.tensor(float(state.select_forwards), device=self.device),
+                                              torch.tensor(float(state.steps), device=self.device)]))
+        loss_sum, mislabeled, backprops, select_fw, steps = sums.tolist()
+        steps = state.steps  # every rank takes part in every step
+        tot = self.totals
+        tot["backprops"] += int(backprops)
+        tot["select_forwards"] += int(select_fw)
+        tot["steps"] += steps
+        tot["train_time"] += phases["total"]
+        row = {
+            "epoch": state.epoch + 1,
+            "train_time_s": tot["train_time"],
+            "wall_time_s": tot["wall_time"],
+            "epoch_time_s": phases["total"],
+            "select_forwards": tot["select_forwards"],
+            "backprops": tot["backprops"],
+            "steps": tot["steps"],
+            "examples_seen": (state.epoch + 1) * self.n,
+            "backprop_frac": backprops / self.n,
+            "lr": self.lr,
+            "train_loss": loss_sum / backprops if backprops else float("nan"),
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "test_error": 1.0 - test_acc,
+            "mislabeled_frac": mislabeled / backprops if backprops else 0.0,
+            "time_select_fwd_s": phases["select_fwd"],
+            "time_train_fwd_s": phases["train_fwd"],
+            "time_backward_s": phases["backward"],
+            "time_other_s": phases["other"] + phases["data"] + phases["bookkeeping"],
+            "time_data_s": phases["data"],
+            "time_bookkeeping_s": phases["bookkeeping"],
+        }
+        row.update(extra)
+        return row
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def params(self) -> Dict:
+        """The columns that identify this run in merged tables."""
+        c = self.cfg
+        return {"dataset": c.dataset.name, "model": c.model.name, "sampler": c.sampler.name,
+                "beta": c.sampler.beta, "staleness": c.sampler.staleness,
+                "selectivity": c.sampler.fraction, "label_noise": c.label_noise, "seed": c.seed,
+                "batch_size": c.batch_size, "epochs": c.epochs, "lr": c.optim.lr}
+
+    def _summary(self, status: str, **extra) -> Dict:
+        rows = self.metrics.rows
+        accs = [r["test_acc"] for r in rows]
+        out = {
+            "status": status,
+            "params": self.params(),
+            "overrides": self.overrides,
+            "config": to_dict(self.cfg),
+            "epochs_completed": self.epoch,
+            "final_test_acc": accs[-1] if accs else None,
+            "best_test_acc": max(accs) if accs else None,
+            "final_test_error": 1 - accs[-1] if accs else None,
+            "total_backprops": self.totals["backprops"],
+            "total_select_forwards": self.totals["select_forwards"],
+            "total_steps": self.totals["steps"],
+            "train_time_s": self.totals["train_time"],
+            "wall_time_s": self.totals["wall_time"],
+            "compile_warmup_s": self.compile_warmup_s,
+            "n_train": self.n,
+            "noisy_examples": int(self.noisy.sum()),
+            "data_path": self.data_path,
+            "world_size": self.dist.world,
+            **records.environment(self.device),
+        }
+        out.update(extra)
+        return out
+
+    def write_summary(self, status: str, **extra) -> None:
+        if self.main:
+            records.write_json(self.run_dir / records.SUMMARY, self._summary(status, **extra))
+
+    def fit(self) -> Dict:
+        cfg = self.cfg
+        wall0 = time.perf_counter() - self.totals["wall_time"]
+        state = self._resume_state or self._new_epoch_state(self.epoch)
+        self._resume_state = None
+        self.write_summary(records.RUNNING)
+        self._warmup_compile()
+        with _StopFlag() as stop:
+            while self.epoch < cfg.epochs:
+                if stop.signal is not None:
+                    self._stop(state)
+                phases = self.train_epoch(state, stop)
+                extra = self.sampler.end_epoch(state.epoch)
+                test_loss, test_acc = self.evaluate()
+                self.totals["wall_time"] = time.perf_counter() - wall0
+                row = self._epoch_row(state, phases, extra, test_loss, test_acc)
+                self.epoch += 1
+                if self.main:
+                    self.metrics.append(row)
+                    self._snapshot_losses()
+                    log.info(self._log_line(row))
+                budget_hit = cfg.hours is not None and self.totals["train_time"] >= cfg.hours * 3600
+                state = self._new_epoch_state(self.epoch)
+                self.save_checkpoint(state)
+                self.write_summary(records.RUNNING)
+                if budget_hit:
+                    log.info("time budget of %g h reached after epoch %d", cfg.hours, self.epoch)
+                    break
+        self.finish_outputs()
+        summary = self._summary(records.FINISHED)
+        if self.main:
+            records.write_json(self.run_dir / records.SUMMARY, summary)
+        return summary
+
+    def _log_line(self, r: Dict) -> str:
+        return (f"epoch {r['epoch']:>3}/{self.cfg.epochs}  test_acc {r['test_acc']:.4f}  "
+                f"train_loss {r['train_loss']:.4f}  backprop {r['backprop_frac']:.3f}  "
+                f"lr {r['lr']:.4g}  time {r['train_time_s']:.1f}s")
+
+    def _stop_mid_epoch(self, state: EpochState) -> None:
+        """Checkpoint the epoch in progress and leave; `resume` continues from this batch."""
+        elapsed = self.timer.end_epoch()
+        state.phases = {k: elapsed.get(k, 0.0) + state.phases.get(k, 0.0)
+                        for k in set(elapsed) | set(state.phases) if k != "total"}
+        self.save_checkpoint(state)
+        self._stop(state)
+
+    def _stop(self, state: EpochState) -> None:
+        """Leave after a signal; the latest checkpoint holds everything up to `state`."""
+        self.finish_outputs()
+        self.write_summary(records.STOPPED, stop_reason="signal", resume_hint=f"sbrun resume={self.run_dir}")
+        raise StopRequested(f"stopped by signal in epoch {state.epoch + 1}; continue with "
+                            f"`sbrun resume={self.run_dir}`")
+
+    def finish_outputs(self) -> None:
+        """Per-example counts, extremes and figures (rank 0; also on a graceful stop)."""
+        counts = self.dist.all_sum(self.counts)
+        last_loss = self.dist.all_min(self.last_loss)
+        if not self.main:
+            return
+        records.write_counts(self.run_dir, counts, self.train_set.labels, self.true_labels,
+                             self.noisy, last_loss)
+        self._write_extremes(counts.cpu())
+        if self.cfg.plots and self.metrics.rows:
+            try:
+                from .plots import per_run
+                per_run(self.run_dir)
+            except Exception as err:  # a figure must never cost the run its results
+                log.warning("per-run figures failed: %s", err)
+
+    def _write_extremes(self, counts: torch.Tensor) -> None:
+        k = min(self.cfg.extremes, self.n // 2)
+        if k == 0:
+            return
+        order = torch.argsort(counts, stable=True)   # ties broken by index: deterministic
+        pick = {"least": order[:k], "most": order.flip(0)[:k]}
+        arrays = {}
+        for name, idx in pick.items():
+            arrays[f"{name}_index"] = idx.numpy()
+            arrays[f"{name}_images"] = self.train_set.images[idx].numpy()
+            arrays[f"{name}_label"] = self.train_set.labels[idx].numpy()
+            arrays[f"{name}_true_label"] = self.true_labels[idx].numpy()
+            arrays[f"{name}_noisy"] = self.noisy.cpu()[idx].numpy()
+            arrays[f"{name}_count"] = counts[idx].numpy()
+        arrays["classes"] = self.classes
+        records.write_npz(self.run_dir / records.EXTREMES, **arrays)
+
+    def _snapshot_losses(self) -> None:
+        """Keep per-example losses at evenly spaced epochs for the loss-CDF figure."""
+        k = self.cfg.loss_snapshots
+        if k == 0:
+            return
+        wanted = {max(1, round(self.cfg.epochs * (i + 1) / k)) for i in range(k)}
+        if self.epoch in wanted:
+            self.snapshots[f"epoch_{self.epoch}"] = self.dist.all_min(self.last_loss).cpu()
+            records.write_npz(self.run_dir / records.SNAPSHOTS,
+                              **{k: v.numpy() for k, v in self.snapshots.items()})
+
+    def _warmup_compile(self) -> None:
+        """Compile the train and eval graphs outside the timed epochs, then undo the side effects."""
+        if not self.cfg.compile or self.epoch > 0:
+            return
+        t0 = time.perf_counter()
+        saved = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.stream.start_epoch(-1)
+        x, y = next(iter(self.stream.chunks(self.cfg.batch_size))).images()
+        self.net.train()
+        self._losses(x, y).mean().backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._select_forward(x, y)
+        self.model.load_state_dict(saved)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.compile_warmup_s = time.perf_counter() - t0
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    _resume_state: Optional[EpochState] = None
+
+    def save_checkpoint(self, state: EpochState) -> None:
+        if not self.cfg.checkpoint.enabled:
+            return
+        payload = self.dist.gather_state(self._local_state())
+        if not self.main:
+            return
+        mid = state.chunk > 0
+        full = {
+            "format": 1,
+            "config": to_dict(self.cfg),
+            "world_size": self.dist.world,
+            "epoch": state.epoch,
+            "chunk": state.chunk if mid else None,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr": self.lr,
+            "totals": dict(self.totals),
+            "metrics": self.metrics.rows,
+            "snapshots": self.snapshots,
+            "noisy": self.noisy.cpu(),
+            "labels": self.train_set.labels,
+            "epoch_state": state.state_dict() if mid else None,
+            "ranks": payload,
+            "rng": global_rng_state(),
+        }
+        ckpt.save(self.run_dir, full, ckpt.tag(state.epoch, state.chunk if mid else None),
+                  self.cfg.checkpoint.keep)
+
+    def _local_state(self) -> dict:
+        """Per-rank state: sampler, queue, per-example tensors, selection/augmentation streams."""
+        gens = None
+        if self.select_gen is not None:
+            gens = {"select": self.select_gen.get_state()}
+            aug = self.stream.generator_state()
+            if aug is not None:
+                gens["augment"] = aug
+        return {"sampler": self.sampler.state_dict(), "queue": self.queue.state_dict(),
+                "last_loss": self.last_loss, "counts": self.counts, "gen_states": gens}
+
+    def restore(self, state: dict) -> None:
+        check_compatible(state["config"], to_dict(self.cfg), "checkpoint")
+        if state["world_size"] != self.dist.world:
+            raise ConfigError(f"world size {self.dist.world} is invalid for this checkpoint; allowed: "
+                              f"the world size it was written with ({state['world_size']})")
+        if not torch.equal(state["noisy"].to(self.device), self.noisy):
+            raise ConfigError("label_noise: the checkpoint's noisy-label mask differs from this run's; "
+                              "allowed: the dataset, label_noise and seed the run started with")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr = state["lr"]
+        self.totals.update(state["totals"])
+        self.metrics = records.MetricsLog(self.run_dir, state["metrics"])
+        self.snapshots = dict(state["snapshots"])
+        self.epoch = int(state["epoch"])
+        local = self.dist.scatter_state(state["ranks"])
+        self.sampler.load_state_dict(local["sampler"])
+        self.queue.load_state_dict(local["queue"], self.device)
+        self.last_loss.copy_(local["last_loss"].to(self.device))
+        self.counts.copy_(local["counts"].to(self.device))
+        set_global_rng_state(state["rng"])
+        if state["epoch_state"] is not None:
+            es = EpochState(**state["epoch_state"])
+            es.loss_sum = es.loss_sum.to(self.device)
+            es.mislabeled = es.mislabeled.to(self.device)
+            es.gen_states = local["gen_states"]
+            self._resume_state = es
+        # metrics.csv is rewritten from the checkpoint, so the file and the checkpoint agree even
+        # if the process died between writing a row and writing the checkpoint.
+        if self.main:
+            self.metrics.write()
+
+
+def check_compatible(saved: Dict, current: Dict, what: str) -> None:
+    """Raise ConfigError naming the keys where a saved run's config differs from this one."""
+    diffs = _diff(saved, current)
+    bad = [k for k in diffs if k.split(".")[0] not in RESUMABLE_KEYS]
+    if bad:
+        shown = ", ".join(f"{k}={_get(saved, k)!r} (now {_get(current, k)!r})" for k in bad[:3])
+        raise ConfigError(f"the {what} was written for a different config: {shown}; allowed: the "
+                          f"original settings, changing only {', '.join(sorted(RESUMABLE_KEYS))}")
+
+
+def _diff(a, b, prefix="") -> List[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _get(d: Dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d

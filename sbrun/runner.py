@@ -1,0 +1,90 @@
+"""One run's life cycle, callable without the CLI: `train(cfg, run_dir)`.
+
+It decides whether the run directory is new, resumable or finished, builds the Trainer, restores
+the latest checkpoint, and records a failure's reason in summary.json before re-raising it.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from . import checkpoint as ckpt
+from . import records
+from .config import Config, ConfigError, to_dict, validate
+from .distributed import Collective
+from .engine import RESUMABLE_KEYS, Trainer, check_compatible, resolve_device
+
+log = logging.getLogger("sbrun")
+
+
+class AlreadyFinished(RuntimeError):
+    """The run directory holds a finished run."""
+
+
+def saved_config(run_dir: Path) -> Dict:
+    """The config a run directory was started with (from its summary.json)."""
+    summary = records.read_json(Path(run_dir) / records.SUMMARY)
+    if not summary or "config" not in summary:
+        raise ConfigError(f"resume={str(run_dir)!r} is invalid: no sbrun run there (summary.json is "
+                          f"missing or unreadable); allowed: a run directory sbrun wrote")
+    return summary["config"]
+
+
+def resume_config(run_dir: Path, changes: Dict[str, object]) -> Config:
+    """The saved config of `run_dir` with the allowed `changes` (dotted keys) applied."""
+    bad = sorted(k for k in changes if k.split(".")[0] not in RESUMABLE_KEYS)
+    if bad:
+        raise ConfigError(f"{bad[0]} cannot change when resuming; allowed with resume=: "
+                          f"{', '.join(sorted(RESUMABLE_KEYS - {'resume'}))}")
+    cfg = OmegaConf.create(saved_config(run_dir))
+    for key, value in changes.items():
+        OmegaConf.update(cfg, key, value)
+    cfg.resume = str(run_dir)
+    return validate(cfg)
+
+
+def _failure_summary(cfg: Config, reason: str) -> Dict:
+    return {"status": records.FAILED, "reason": reason, "config": to_dict(cfg),
+            "params": {"dataset": cfg.dataset.name, "model": cfg.model.name, "sampler": cfg.sampler.name,
+                       "beta": cfg.sampler.beta, "staleness": cfg.sampler.staleness,
+                       "label_noise": cfg.label_noise, "seed": cfg.seed}}
+
+
+def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
+          dist: Optional[Collective] = None) -> Dict:
+    """Train (or continue) the run in `run_dir` and return its summary."""
+    run_dir = Path(run_dir)
+    previous = records.read_json(run_dir / records.SUMMARY)
+    if previous is not None:
+        done = previous.get("epochs_completed") or 0
+        if previous.get("status") == records.FINISHED and done >= cfg.epochs:
+            raise AlreadyFinished(f"{run_dir} already holds a finished run ({done} epochs)")
+        if "config" in previous:
+            check_compatible(previous["config"], to_dict(cfg), "run directory")
+    trainer = None
+    main = dist is None or dist.rank == 0
+    try:
+        device = resolve_device(cfg.device)
+        trainer = Trainer(cfg, run_dir, device, dist, overrides)
+        latest = ckpt.latest(run_dir)
+        if latest is not None:
+            trainer.restore(ckpt.load(latest))
+            log.info("resuming %s from %s", run_dir, latest.name)
+        return trainer.fit()
+    except Exception as err:
+        from .engine import StopRequested
+
+        if isinstance(err, StopRequested) or not main:
+            raise
+        reason = f"{type(err).__name__}: {err}"
+        try:
+            if trainer is not None:
+                trainer.write_summary(records.FAILED, reason=reason)
+            else:
+                records.write_json(run_dir / records.SUMMARY, _failure_summary(cfg, reason))
+        except records.OutputError:
+            pass   # the original error is the one to report
+        raise

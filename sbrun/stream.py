@@ -1,0 +1,167 @@
+"""Training batches as (indices, lazily fetched images).
+
+The loop walks an epoch as chunks of example indices. A chunk fetches its augmented images only
+when asked, and only for the positions asked: Stale-SB and random selection decide from indices
+alone and then load just the chosen examples.
+
+Two paths serve the same interface:
+- `TensorStream` (default where the data fits): the uint8 training set lives on the device, the
+  order is a device permutation and augmentation runs on whole batches there (airbench style).
+- `LoaderStream`: a standard DataLoader with worker processes augmenting per example on the CPU,
+  for data that does not fit in device memory.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Tuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import augment
+from .config import DatasetConfig
+from .datasets import ImageSet
+from .seeding import derive_seed, generator
+
+
+class Augmenter:
+    """The dataset's training augmentation and normalisation, on batches."""
+
+    def __init__(self, cfg: DatasetConfig, device: torch.device):
+        self.cfg = cfg
+        self.mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
+
+    def train(self, x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+        x = augment.random_crop(x, self.cfg.crop_padding, gen)
+        if self.cfg.flip:
+            x = augment.random_flip(x, gen)
+        return augment.cutout(self.test(x), self.cfg.cutout, gen)
+
+    def test(self, x: torch.Tensor) -> torch.Tensor:
+        return augment.normalize(x, self.mean, self.std)
+
+
+class Chunk:
+    def __init__(self, idx: torch.Tensor, fetch):
+        self.idx = idx
+        self._fetch = fetch
+
+    def __len__(self) -> int:
+        return self.idx.numel()
+
+    def images(self, pos: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Augmented inputs and training labels of the chunk, or of `pos` within it."""
+        return self._fetch(pos)
+
+
+class TensorStream:
+    def __init__(self, train: ImageSet, cfg: DatasetConfig, seed: int, device: torch.device,
+                 shard: Optional[torch.Tensor] = None, memory_format=torch.contiguous_format):
+        self.device = device
+        self.images = train.images.to(device)
+        self.labels = train.labels.to(device)
+        self.shard = (torch.arange(len(train), device=device) if shard is None else shard.to(device))
+        self.aug = Augmenter(cfg, device)
+        self.seed = seed
+        self.memory_format = memory_format
+        self._order_gen = self._aug_gen = None
+
+    def __len__(self) -> int:
+        return self.shard.numel()
+
+    def start_epoch(self, epoch: int) -> None:
+        self._order_gen = generator(self.device, self.seed, "order", epoch)
+        self._aug_gen = generator(self.device, self.seed, "augment", epoch)
+
+    def num_chunks(self, size: int) -> int:
+        return math.ceil(len(self) / size)
+
+    def generator_state(self) -> Optional[torch.Tensor]:
+        return self._aug_gen.get_state()
+
+    def set_generator_state(self, state: Optional[torch.Tensor]) -> None:
+        if state is not None:
+            self._aug_gen.set_state(state)
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        perm = torch.randperm(len(self), generator=self._order_gen, device=self.device)
+        for idx in self.shard[perm].split(size):
+            yield Chunk(idx, lambda pos, idx=idx: self.fetch(idx if pos is None else idx[pos]))
+
+    def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = self.aug.train(self.images[idx], self._aug_gen)
+        return x.contiguous(memory_format=self.memory_format), self.labels[idx]
+
+
+class _Indexed(Dataset):
+    def __init__(self, train: ImageSet, aug: Augmenter):
+        self.train, self.aug = train, aug
+
+    def __len__(self) -> int:
+        return len(self.train)
+
+    def __getitem__(self, i: int):
+        # Worker processes draw from their own seeded global generator (generator=None).
+        x = self.aug.train(self.train.images[i:i + 1], None)[0]
+        return i, x, self.train.labels[i]
+
+
+class LoaderStream:
+    def __init__(self, train: ImageSet, cfg: DatasetConfig, seed: int, device: torch.device,
+                 shard: Optional[torch.Tensor] = None, memory_format=torch.contiguous_format,
+                 num_workers: int = 4):
+        self.device = device
+        self.dataset = _Indexed(train, Augmenter(cfg, torch.device("cpu")))
+        self.shard = torch.arange(len(train)) if shard is None else shard.cpu()
+        self.seed = seed
+        self.memory_format = memory_format
+        self.num_workers = num_workers
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.shard.numel()
+
+    def start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    # Augmentation runs in worker processes seeded per epoch; replaying the skipped chunks of a
+    # resumed epoch restores their streams, so there is no generator state to carry.
+    def generator_state(self) -> None:
+        return None
+
+    def set_generator_state(self, state) -> None:
+        pass
+
+    def num_chunks(self, size: int) -> int:
+        return math.ceil(len(self) / size)
+
+    def chunks(self, size: int) -> Iterator[Chunk]:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
+        order = self.shard[torch.randperm(len(self), generator=g)].tolist()
+        loader = DataLoader(self.dataset, batch_size=size, sampler=order, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(
+                                derive_seed(self.seed, "workers", self.epoch)))
+        for idx, x, y in loader:
+            idx = idx.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            y = y.to(self.device, non_blocking=True)
+            yield Chunk(idx, lambda pos, x=x, y=y: (x, y) if pos is None else (x[pos], y[pos]))
+
+
+def eval_batches(test: ImageSet, aug: Augmenter, size: int, device: torch.device,
+                 memory_format=torch.contiguous_format):
+    for start in range(0, len(test), size):
+        x = test.images[start:start + size].to(device, non_blocking=True)
+        y = test.labels[start:start + size].to(device, non_blocking=True)
+        yield aug.test(x).contiguous(memory_format=memory_format), y
+
+
+def fits_on_device(*sets: ImageSet, device: torch.device, fraction: float = 0.5) -> bool:
+    """Whether the uint8 data takes at most `fraction` of the device's free memory."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    need = sum(s.images.numel() + s.labels.numel() * 8 for s in sets)
+    return need <= fraction * free

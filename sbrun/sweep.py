@@ -1,0 +1,24 @@
+"""Hydra callback: at the end of every sweep, merge its runs into runs.csv and list failures."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .merge import NoRunsError, write_sweep_outputs
+
+log = logging.getLogger("sbrun")
+
+
+class MergeRunsCallback(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            df = write_sweep_outputs(sweep_dir)
+        except NoRunsError as err:
+            log.warning("no runs.csv for %s: %s", sweep_dir, err)
+            return
+        log.info("merged %d runs (%d rows) into %s", df["run"].nunique(), len(df), sweep_dir / "runs.csv")
