@@ -375,20 +375,12 @@ class Trainer:
 
     # --- the run ---------------------------------------------------------------------------------
 
-    def params(self) -> Dict:
-        """The columns that identify this run in merged tables."""
-        c = self.cfg
-        return {"dataset": c.dataset.name, "model": c.model.name, "sampler": c.sampler.name,
-                "beta": c.sampler.beta, "staleness": c.sampler.staleness,
-                "selectivity": c.sampler.fraction, "label_noise": c.label_noise, "seed": c.seed,
-                "batch_size": c.batch_size, "epochs": c.epochs, "lr": c.optim.lr}
-
     def _summary(self, status: str, **extra) -> Dict:
         rows = self.metrics.rows
         accs = [r["test_acc"] for r in rows]
         out = {
             "status": status,
-            "params": self.params(),
+            "params": run_params(self.cfg),
             "overrides": self.overrides,
             "config": to_dict(self.cfg),
             "epochs_completed": self.epoch,
@@ -603,6 +595,14 @@ class Trainer:
         # if the process died between writing a row and writing the checkpoint.
         if self.main:
             self.metrics.write()
+
+
+def run_params(c: Config) -> Dict:
+    """The columns that identify a run in merged tables and figure legends."""
+    described = build_sampler(c.sampler, 1, c.batch_size, torch.device("cpu")).describe()
+    return {"dataset": c.dataset.name, "model": c.model.name, "sampler": c.sampler.name,
+            **described, "label_noise": c.label_noise, "seed": c.seed, "batch_size": c.batch_size,
+            "epochs": c.epochs, "lr": c.optim.lr}
 
 
 def check_compatible(saved: Dict, current: Dict, what: str) -> None:

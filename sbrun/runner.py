@@ -15,7 +15,7 @@ from . import checkpoint as ckpt
 from . import records
 from .config import Config, ConfigError, to_dict, validate
 from .distributed import Collective
-from .engine import RESUMABLE_KEYS, Trainer, check_compatible, resolve_device
+from .engine import RESUMABLE_KEYS, StopRequested, Trainer, check_compatible, resolve_device, run_params
 
 log = logging.getLogger("sbrun")
 
@@ -48,9 +48,7 @@ def resume_config(run_dir: Path, changes: Dict[str, object]) -> Config:
 
 def _failure_summary(cfg: Config, reason: str) -> Dict:
     return {"status": records.FAILED, "reason": reason, "config": to_dict(cfg),
-            "params": {"dataset": cfg.dataset.name, "model": cfg.model.name, "sampler": cfg.sampler.name,
-                       "beta": cfg.sampler.beta, "staleness": cfg.sampler.staleness,
-                       "label_noise": cfg.label_noise, "seed": cfg.seed}}
+            "params": run_params(cfg)}
 
 
 def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
@@ -75,8 +73,6 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
             log.info("resuming %s from %s", run_dir, latest.name)
         return trainer.fit()
     except Exception as err:
-        from .engine import StopRequested
-
         if isinstance(err, StopRequested) or not main:
             raise
         reason = f"{type(err).__name__}: {err}"

@@ -53,6 +53,11 @@ class Sampler:
     def chunk_size(self, select_size: int) -> int:
         return select_size
 
+    def describe(self) -> Dict[str, Optional[float]]:
+        """The knobs that identify this sampler's configuration in tables and legends, with the
+        expected backprop fraction ("selectivity"). None where a knob does not apply."""
+        return {"beta": None, "staleness": None, "selectivity": 1.0}
+
     def priming(self, ctx: Ctx) -> bool:
         return ctx.epoch < self.cfg.prime_epochs
 

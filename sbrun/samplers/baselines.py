@@ -22,6 +22,10 @@ class RandomSubset(Sampler):
     def prob(self) -> float:
         return self.cfg.prob if self.cfg.prob is not None else rules.expected_fraction(self.cfg.beta)
 
+    def describe(self):
+        return {"beta": self.cfg.beta if self.cfg.prob is None else None, "staleness": None,
+                "selectivity": self.prob}
+
     def select(self, losses, n: int, ctx: Ctx) -> Selection:
         if self.priming(ctx):
             return Selection.everything()
@@ -36,6 +40,10 @@ class TopK(Sampler):
     @property
     def keep(self) -> float:
         return self.cfg.keep if self.cfg.keep is not None else rules.expected_fraction(self.cfg.beta)
+
+    def describe(self):
+        return {"beta": self.cfg.beta if self.cfg.keep is None else None, "staleness": None,
+                "selectivity": self.keep}
 
     def need(self, ctx: Ctx) -> Need:
         return Need.NONE if self.priming(ctx) else Need.FRESH
@@ -98,6 +106,9 @@ class Kath18(Sampler):
 
     def chunk_size(self, select_size: int) -> int:
         return self.pool
+
+    def describe(self):
+        return {"beta": None, "staleness": None, "selectivity": 1.0 / self.cfg.pool_factor}
 
     def need(self, ctx: Ctx) -> Need:
         return Need.FRESH if self.active and not self.priming(ctx) else Need.NONE

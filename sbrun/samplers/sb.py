@@ -59,6 +59,10 @@ class SelectiveBackprop(Sampler):
         super().__init__(cfg, n_train, batch_size, device)
         self.history = LossHistory(cfg.history, device)
 
+    def describe(self):
+        return {"beta": self.cfg.beta, "staleness": self.cfg.staleness,
+                "selectivity": rules.expected_fraction(self.cfg.beta)}
+
     def need(self, ctx: Ctx) -> Need:
         if self.priming(ctx):
             return Need.NONE
