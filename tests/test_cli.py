@@ -1,0 +1,81 @@
+"""The real `sbrun` command in subprocesses: end to end, sweeps, and one-line errors."""
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import sbrun_cli
+
+FAST = ["dataset.subset=256", "dataset.test_subset=128", "epochs=2", "plots=false", "batch_size=32"]
+
+
+def only_run(out):
+    runs = [p for p in (out / "runs").iterdir()]
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.parametrize("sampler", ["traditional", "sb", "stale_sb"])
+def test_end_to_end_run_per_sampler(tmp_path, sampler):
+    res = sbrun_cli(f"sampler={sampler}", f"out_dir={tmp_path}", *FAST, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = only_run(tmp_path)
+    df = pd.read_csv(run / "metrics.csv")
+    assert list(df["epoch"]) == [1, 2]
+    assert {"train_time_s", "backprops", "select_forwards", "test_error", "mislabeled_frac",
+            "time_select_fwd_s", "time_train_fwd_s", "time_backward_s", "time_other_s"} <= set(df.columns)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["params"]["sampler"] == sampler
+    assert f"sampler={sampler}" in summary["overrides"]
+    assert "epoch   2/2" in res.stdout       # the readable per-epoch log line
+
+
+def test_multirun_makes_one_directory_per_job(tmp_path):
+    res = sbrun_cli("--multirun", "sampler=traditional,sb,stale_sb", f"out_dir={tmp_path}", *FAST,
+                    cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    sweeps = list((tmp_path / "multirun").iterdir())
+    assert len(sweeps) == 1
+    jobs = sorted(p for p in sweeps[0].iterdir() if (p / "summary.json").exists())
+    assert len(jobs) == 3
+    samplers = {json.loads((j / "summary.json").read_text())["params"]["sampler"] for j in jobs}
+    assert samplers == {"traditional", "sb", "stale_sb"}
+    assert len(pd.read_csv(sweeps[0] / "runs.csv")) == 6
+
+
+@pytest.mark.parametrize("override,key", [
+    ("beta=0", "beta"),
+    ("beta=-2", "beta"),
+    ("label_noise=1.0", "label_noise"),
+    ("label_noise=-0.1", "label_noise"),
+    ("dataset=imagenet", "dataset"),
+    ("model=vgg99", "model"),
+    ("sampler=oracle", "sampler"),
+    ("sampler.staleness=0", "sampler.staleness"),
+    ("batch_size=0", "batch_size"),
+    ("epochs=abc", "epochs"),
+    ("not_a_key=1", "not_a_key"),
+])
+def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, override, key):
+    res = sbrun_cli(override, f"out_dir={tmp_path}", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("sbrun: error: ") and key in lines[0]
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "runs").exists()      # nothing written before validation
+
+
+def test_bad_value_inside_a_sweep_stops_before_any_job(tmp_path):
+    res = sbrun_cli("-m", "beta=1,0", f"out_dir={tmp_path}", *FAST, cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and "beta" in res.stderr
+    assert not (tmp_path / "multirun").exists()
+
+
+def test_device_cuda_without_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    res = sbrun_cli("device=cuda", f"out_dir={tmp_path}", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and "device" in res.stderr and len(res.stderr.strip().splitlines()) == 1
