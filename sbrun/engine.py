@@ -302,6 +302,14 @@ class Trainer:
             phases[k] = phases.get(k, 0.0) + v
         return phases
 
+    def timed_epoch(self, epoch: int):
+        """Train one epoch outside `fit` (no evaluation, no outputs), for the benchmark.
+        Returns (phase seconds, the epoch's EpochState)."""
+        state = self._new_epoch_state(epoch)
+        phases = self.train_epoch(state, _StopFlag())
+        self.sampler.end_epoch(epoch)
+        return phases, state
+
     def _bar_disabled(self) -> Optional[bool]:
         if not self.main or self.cfg.progress == "off":
             return True

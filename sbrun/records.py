@@ -132,9 +132,18 @@ def git_commit() -> Optional[str]:
         return None
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
 def environment(device: torch.device) -> Dict:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
-                                                                              platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"git_commit": git_commit(), "torch": torch.__version__, "python": platform.python_version(),
             "device": str(device), "device_name": name, "host": socket.gethostname(),
             "cpu_threads": torch.get_num_threads()}

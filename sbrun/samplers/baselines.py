@@ -123,7 +123,9 @@ class Kath18(Sampler):
             return Selection.everything()
         self._update_estimate(losses)
         probs = rules.loss_proportional(losses)
-        drawn = rules.sample_with_replacement(probs, min(self.batch_size, n), ctx.generator)
+        # A full pool yields one batch; the epoch's last, smaller pool keeps the same ratio.
+        k = self.batch_size if n == self.pool else max(1, round(n * self.batch_size / self.pool))
+        drawn = rules.sample_with_replacement(probs, k, ctx.generator)
         weight = rules.pool_weights(probs, drawn) if self.cfg.reweight else None
         return Selection(drawn, weight)
 

@@ -1,0 +1,213 @@
+"""Line figures: test error against training time, backprops and epochs (paper Fig. 7/6),
+against forward passes for several staleness values (Fig. 11), under label noise (Fig. 12), and
+the selectivity sweep (Fig. 13).
+
+Every curve is a configuration's mean over seeds, with the seeds' min–max as a band (see data.py).
+Each experiment gets its own file and each label-noise rate its own panel.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import data, style
+from .style import NotSupported
+
+X_AXES = {
+    "train_time_s": "training time (s, evaluation excluded)",
+    "backprops": "backpropagated examples",
+    "epoch": "epoch (passes over the training set)",
+    "forward_passes": "forward passes (selection + training, examples)",
+}
+BAND_NOTE = "mean over seeds; band: min–max over seeds"
+SB_FAMILY = ("sb", "stale_sb")
+
+
+def draw_curves(ax, rows: pd.DataFrame, x: str, y: str = "test_error", styles=None, scale: float = 100.0) -> None:
+    """One line per configuration in `rows` (legend order), with a band where seeds > 1."""
+    cfgs = data.configs(rows)
+    labels = style.config_labels(cfgs)
+    styles = styles or style.colours(cfgs)
+    curves = data.mean_curve(rows, x, y)
+    for cfg, label in labels.items():
+        c = curves[curves["config"] == cfg]
+        colour, ls = styles[cfg]
+        ax.plot(c["x"], c["y"] * scale, color=colour, ls=ls, marker="o", ms=2.5, lw=1.4, label=label)
+        if (c["n"] > 1).any():
+            ax.fill_between(c["x"], c["y_min"] * scale, c["y_max"] * scale, color=colour, alpha=0.15, lw=0)
+
+
+def error_axis(ax, rows: pd.DataFrame, y: str = "test_error") -> None:
+    """Test error in %, on a log scale when it spans a wide range (early epochs would flatten
+    the differences that matter near convergence)."""
+    v = rows[y].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) and v.min() > 0 and v.max() / v.min() > 4:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter("{x:g}")
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3, which="both")
+
+
+def _panels(df: pd.DataFrame, keep: Callable[[pd.DataFrame], pd.DataFrame]) -> List[tuple]:
+    """Per experiment: (suffix, [(noise, rows), ...]) after `keep` filtered each panel's rows;
+    experiments left with no panel are dropped."""
+    out = []
+    for suffix, exp in data.per_experiment(df):
+        panels = [(n, keep(rows)) for n, rows in data.noise_panels(exp)]
+        panels = [(n, rows) for n, rows in panels if len(rows)]
+        if panels:
+            out.append((suffix, panels))
+    return out
+
+
+def _error_figure(df: pd.DataFrame, out_dir: Path, formats: Sequence[str], x: str, name: str, title: str,
+                  keep: Callable[[pd.DataFrame], pd.DataFrame] = lambda r: r, why: str = "",
+                  extra: Optional[Callable] = None) -> List[Path]:
+    """Test error against `x`, one panel per noise rate; `extra(ax, panels)` fills one more
+    panel when given."""
+    df = data.prepare(df)
+    styles = style.colours(data.configs(df))
+    written = []
+    for suffix, panels in _panels(df, keep):
+        fig, axes = style.new_figure(len(panels) + (extra is not None))
+        for ax, (noise, rows) in zip(axes, panels):
+            draw_curves(ax, rows, x, styles=styles)
+            error_axis(ax, rows)
+            ax.set_xlabel(X_AXES[x])
+            ax.set_title(data.describe_group(rows.iloc[0]), fontsize="medium")
+            style.legend(ax)
+        if extra is not None:
+            extra(axes[-1], panels, styles)
+        fig.suptitle(f"{title} ({BAND_NOTE})", fontsize="medium")
+        written += style.save(fig, Path(out_dir) / f"{name}{suffix}", formats)
+    if not written:
+        raise NotSupported(why or "no runs with test errors")
+    return written
+
+
+def time_to_accuracy(df, out_dir, formats=("png",)) -> List[Path]:
+    """Paper Fig. 7: test error against training time."""
+    return _error_figure(df, out_dir, formats, "train_time_s", "time_to_accuracy",
+                         "Test error vs training time (paper Fig. 7)")
+
+
+def error_vs_backprops(df, out_dir, formats=("png",)) -> List[Path]:
+    """Paper Fig. 6: test error against the number of backpropagated examples."""
+    return _error_figure(df, out_dir, formats, "backprops", "error_vs_backprops",
+                         "Test error vs backpropagated examples (paper Fig. 6)")
+
+
+def error_vs_epochs(df, out_dir, formats=("png",)) -> List[Path]:
+    return _error_figure(df, out_dir, formats, "epoch", "error_vs_epochs", "Test error vs epochs")
+
+
+def _staleness_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """SB-family runs at the betas Stale-SB was run with, plus Traditional as the reference;
+    empty unless at least two staleness values are present (SB itself is staleness 1)."""
+    sb = rows[rows["sampler"].isin(SB_FAMILY)]
+    betas = set(sb.loc[sb["sampler"] == "stale_sb", "beta"])
+    sb = sb[sb["beta"].isin(betas)]
+    if sb["staleness"].fillna(1).nunique() < 2:
+        return rows.iloc[:0]
+    return pd.concat([rows[rows["sampler"] == data.BASELINE], sb])
+
+
+def staleness(df, out_dir, formats=("png",)) -> List[Path]:
+    """Paper Fig. 11: test error against forward passes for staleness 1 (SB), 2, 3 (Stale-SB)."""
+    return _error_figure(df, out_dir, formats, "forward_passes", "staleness",
+                         "Test error vs forward passes for several staleness values (paper Fig. 11)",
+                         keep=_staleness_rows,
+                         why="needs SB/Stale-SB runs with at least two staleness values at one beta "
+                             "(e.g. sampler=sb plus sampler=stale_sb sampler.staleness=2,3)")
+
+
+def _mislabeled_panel(ax, panels, styles) -> None:
+    """Fraction of each epoch's backprops that are mislabeled, for the noisy panels' configs;
+    dotted lines mark the noise rate, which is what uniform selection would give."""
+    for noise, rows in panels:
+        if noise <= 0:
+            continue
+        draw_curves(ax, rows, "epoch", y="mislabeled_frac", styles=styles)
+        ax.axhline(100 * noise, color="grey", ls=":", lw=1)
+    ax.set_xlabel(X_AXES["epoch"])
+    ax.set_ylabel("mislabeled share of backprops (%)")
+    ax.set_title("Mislabeled examples among backprops\n(dotted: the noise rate)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    style.legend(ax)
+
+
+def label_noise(df, out_dir, formats=("png",)) -> List[Path]:
+    """Paper Fig. 12: SB vs Traditional at each label-noise rate, plus the mislabeled fraction
+    of backpropagated examples over training."""
+    df = data.prepare(df)
+    if not (df["label_noise"].fillna(0) > 0).any():
+        raise NotSupported("needs runs with label_noise > 0 (e.g. label_noise=0.01,0.1,0.2)")
+    keep = lambda r: r[r["sampler"].isin((data.BASELINE, "sb"))]  # noqa: E731
+    noisy = df[df["experiment"].isin(df.loc[df["label_noise"].fillna(0) > 0, "experiment"])]
+    return _error_figure(noisy, out_dir, formats, "train_time_s", "label_noise",
+                         "SB vs Traditional under label noise (paper Fig. 12)", keep=keep,
+                         why="needs SB and Traditional runs with label_noise > 0",
+                         extra=_mislabeled_panel)
+
+
+def selectivity(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
+    """Paper Fig. 13: final test error and time to k x Traditional's final error against the
+    selectivity 1/(1+beta), one line per sampler family (and noise rate); Traditional at 100%."""
+    df = data.prepare(df)
+    cfgs = data.configs(df)
+    finals = data.config_final_error(df)
+    curves = data.mean_curve(df, "train_time_s")
+    base = data.baseline_final(df)
+    cfgs = cfgs.join(finals, on="config")
+    cfgs["time"] = [data.time_to_target(curves.loc[curves["config"] == c, "x"], curves.loc[curves["config"] == c, "y"],
+                                        k * base[g]) if g in base.index else math.nan
+                    for c, g in zip(cfgs["config"], cfgs["group"])]
+    # A line per sampler family within a group (variant/staleness kept apart), if it has >= 2 points.
+    cfgs["line"] = cfgs["group"] + "#" + cfgs["sampler"] + "#" + cfgs["staleness"].astype(str) + "#" + cfgs["variant"]
+    swept = cfgs[cfgs["sampler"] != data.BASELINE].groupby("line")["selectivity"].nunique()
+    lines = swept[swept >= 2].index
+    if not len(lines):
+        raise NotSupported("needs one sampler run at two or more selectivities (e.g. sampler=sb beta=1,2,3)")
+    written = []
+    groups_shown = set(cfgs.loc[cfgs["line"].isin(lines), "group"])
+    for suffix, exp in data.per_experiment(df):
+        shown = cfgs[cfgs["experiment"].isin(set(exp["experiment"])) & cfgs["group"].isin(groups_shown)]
+        if shown.empty:
+            continue
+        several_noise = shown["label_noise"].nunique() > 1
+        fig, (ax_err, ax_time) = style.new_figure(2)
+        for line in [ln for ln in dict.fromkeys(shown["line"]) if ln in lines]:
+            pts = shown[shown["line"] == line].sort_values("selectivity")
+            r = pts.iloc[0]
+            label = style.family_name(r["sampler"])
+            label += f" n={int(r['staleness'])}" if r["sampler"] == "stale_sb" else ""
+            label += f", noise {style.pct(r['label_noise'])}" if several_noise else ""
+            colour = style.FAMILIES.get(r["sampler"], (None, "C0"))[1]
+            ls = style.LINESTYLES[sorted(shown["group"].unique()).index(r["group"]) % len(style.LINESTYLES)]
+            sel = 100 * pts["selectivity"]
+            err = [100 * pts["final_mean"], 100 * (pts["final_mean"] - pts["final_min"]),
+                   100 * (pts["final_max"] - pts["final_mean"])]
+            ax_err.errorbar(sel, err[0], yerr=err[1:], color=colour, ls=ls, marker="o", capsize=3, label=label)
+            ax_time.plot(sel, pts["time"], color=colour, ls=ls, marker="o", label=label)
+        for g, trad in shown[shown["sampler"] == data.BASELINE].groupby("group"):
+            r = trad.iloc[0]
+            label = "Traditional (100%)" + (f", noise {style.pct(r['label_noise'])}" if several_noise else "")
+            ax_err.plot([100], [100 * r["final_mean"]], "k*", ms=10, label=label)
+            ax_time.plot([100], [r["time"]], "k*", ms=10, label=label)
+        ax_err.set_ylabel("final test error (%)")
+        ax_time.set_ylabel(f"training time to {k:g}× Traditional's final error (s)")
+        ax_err.set_title("Final test error (bars: min–max over seeds)", fontsize="medium")
+        ax_time.set_title("Time to target (missing point: never reached)", fontsize="medium")
+        for ax in (ax_err, ax_time):
+            ax.set_xlabel("selectivity: expected backprop fraction 1/(1+β) (%)")
+            ax.grid(alpha=0.3)
+            style.legend(ax)
+        fig.suptitle(f"Selectivity sweep (paper Fig. 13), {data.describe_group(shown.iloc[0], with_noise=False)}",
+                     fontsize="medium")
+        written += style.save(fig, Path(out_dir) / f"selectivity{suffix}", formats)
+    return written

@@ -1,0 +1,153 @@
+"""Names, colours, legend labels and saving, shared by every figure.
+
+Figures are built on bare `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state), so
+plotting works headless, in threads and inside a training process alike.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # before anything imports pyplot; figures here never need a display
+
+from matplotlib.figure import Figure  # noqa: E402
+
+from .. import records  # noqa: E402
+
+# Display names and base colours, in the order configurations are listed in legends and tables.
+FAMILIES = {
+    "traditional": ("Traditional", "#000000"),
+    "sb": ("SB", "#1f77b4"),
+    "stale_sb": ("Stale-SB", "#ff7f0e"),
+    "kath18": ("Kath18", "#d62728"),
+    "topk": ("Top-k", "#9467bd"),
+    "random": ("Random", "#7f7f7f"),
+    "composer": ("Composer", "#8c564b"),
+}
+EXTRA_COLOURS = ["#2ca02c", "#e377c2", "#17becf", "#bcbd22"]
+LINESTYLES = ["-", "--", ":", "-."]
+DPI = 150
+
+# Columns that tell configurations apart beyond sampler/beta/staleness/selectivity; a legend names
+# them only when they vary among the curves it shows.
+EXTRA_LABEL_COLUMNS = [("label_noise", "noise"), ("dataset", ""), ("model", ""), ("batch_size", "batch"),
+                       ("lr", "lr"), ("epochs", "epochs"), ("setting", ""), ("variant", "")]
+
+
+def family_name(sampler: str) -> str:
+    return FAMILIES.get(sampler, (str(sampler), None))[0]
+
+
+def family_rank(sampler: str) -> int:
+    names = list(FAMILIES)
+    return names.index(sampler) if sampler in names else len(names)
+
+
+def _num(v) -> str:
+    """2.0 -> '2', 0.5 -> '0.5' (legends should read like the command line)."""
+    return f"{float(v):g}"
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v)) and v != ""
+
+
+def pct(frac: float, digits: int = 0) -> str:
+    """0.333 -> '33%'. A missing value reads as 0% (label_noise is absent only when unset)."""
+    frac = 0.0 if not _present(frac) else float(frac)
+    return f"{100 * frac:.{digits}f}%"
+
+
+def base_label(row) -> str:
+    """'SB β=2 (33%)', 'Stale-SB n=3 β=2 (33%)', 'Traditional (100%)', 'Kath18 (33%)'."""
+    parts = [family_name(row["sampler"])]
+    if row["sampler"] == "stale_sb" and _present(row.get("staleness")):
+        parts.append(f"n={int(row['staleness'])}")
+    if _present(row.get("beta")):
+        parts.append(f"β={_num(row['beta'])}")
+    if _present(row.get("selectivity")):
+        parts.append(f"({pct(row['selectivity'])})")
+    return " ".join(parts)
+
+
+def _extra(col: str, prefix: str, v) -> str:
+    if not _present(v):
+        return ""
+    if col == "label_noise":
+        return f"noise {pct(v)}"
+    return f"{prefix}={v}" if prefix else str(v)
+
+
+def config_labels(configs) -> Dict[str, str]:
+    """Legend label per configuration key, for the configurations one figure shows.
+
+    `configs` has one row per configuration (columns config, sampler, beta, ...). Columns such
+    as label_noise or lr are named only where they vary among these rows, so a legend says what
+    tells its curves apart and nothing more.
+    """
+    varying = [(c, p) for c, p in EXTRA_LABEL_COLUMNS
+               if c in configs.columns and configs[c].astype(str).nunique() > 1]
+    out = {}
+    for _, row in configs.iterrows():
+        extras = [e for e in (_extra(c, p, row[c]) for c, p in varying) if e]
+        out[row["config"]] = ", ".join([base_label(row)] + extras)
+    return out
+
+
+def colours(configs) -> Dict[str, tuple]:
+    """(colour, linestyle) per configuration: the family's colour, and for a family's second,
+    third, ... configuration a different line style (then extra colours), so the same
+    configuration looks the same in every figure of one call."""
+    out, seen = {}, {}
+    for _, row in configs.iterrows():
+        fam = row["sampler"]
+        i = seen.get(fam, 0)
+        seen[fam] = i + 1
+        base = FAMILIES.get(fam, (None, None))[1]
+        if base is None:
+            base = EXTRA_COLOURS[(family_rank(fam) + i) % len(EXTRA_COLOURS)]
+        out[row["config"]] = (base, LINESTYLES[i % len(LINESTYLES)])
+    return out
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label: 'Stale-SB n=3 β=2 (33%)' -> 'stale-sb_n3_b2_33pct'."""
+    text = text.lower().replace("β=", "b").replace("n=", "n").replace("%", "pct")
+    return re.sub(r"[^a-z0-9.\-]+", "_", text).strip("_") or "config"
+
+
+def new_figure(n_panels: int = 1, ncols: int | None = None, panel_size=(5.0, 3.6)):
+    """A Figure with a grid of n_panels axes (row-major); returns (fig, list of axes)."""
+    ncols = ncols or min(n_panels, 3)
+    nrows = max(1, math.ceil(n_panels / ncols))
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
+    return fig, axes
+
+
+def save(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> List[Path]:
+    """Write fig as stem.<fmt> for each format. Each file is rendered to memory first and then
+    written atomically, so a reader never finds a half-written image."""
+    written = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=DPI)
+        path = Path(f"{stem}.{fmt}")
+        records.atomic_write(path, buf.getvalue())
+        written.append(path)
+    return written
+
+
+def legend(ax, **kw) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", **kw)
+
+
+class NotSupported(Exception):
+    """The runs given hold no data for this figure (e.g. no staleness sweep); the message says
+    what the figure needs, and the caller logs it and moves on."""
