@@ -79,3 +79,18 @@ def test_device_cuda_without_gpu(tmp_path):
         pytest.skip("a GPU is present")
     res = sbrun_cli("device=cuda", f"out_dir={tmp_path}", cwd=tmp_path, timeout=60)
     assert res.returncode == 2 and "device" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_every_sampler_runs_in_one_sweep(tmp_path):
+    samplers = ["traditional", "sb", "stale_sb", "random", "kath18", "topk", "composer"]
+    res = sbrun_cli("-m", f"sampler={','.join(samplers)}", "sampler.variable_start=false",
+                    f"out_dir={tmp_path}", *FAST, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    sweep = next((tmp_path / "multirun").iterdir())
+    runs = pd.read_csv(sweep / "runs.csv")
+    assert sorted(runs["sampler"].unique()) == sorted(samplers)
+    last = runs[runs["epoch"] == 2].set_index("sampler")["backprop_frac"]
+    assert last["traditional"] == 1.0
+    for name in samplers[1:]:             # every selecting sampler backpropagates a subset
+        assert last[name] < 0.9, (name, last[name])
+    assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == []

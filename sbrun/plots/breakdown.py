@@ -78,8 +78,9 @@ def time_breakdown(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
             ax.set_title(f"{data.describe_group(rows.iloc[0])}\ntarget {100 * target:.2f}% test error "
                          f"({rule})", fontsize="medium")
             ax.grid(alpha=0.3, axis="y")
-            style.legend(ax, loc="upper right")
-        fig.suptitle("Where training time goes until the target error (paper Fig. 1/10; mean over seeds)",
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles[::-1], names[::-1], loc="outside right center", fontsize="small")
+        fig.suptitle("Where training time goes until the target error\n(paper Fig. 1/10; mean over seeds)",
                      fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"time_breakdown{suffix}", formats)
     if not written:

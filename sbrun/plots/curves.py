@@ -47,8 +47,7 @@ def error_axis(ax, rows: pd.DataFrame, y: str = "test_error") -> None:
     v = rows[y].to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 4:
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter("{x:g}")
+        style.log_y(ax)
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3, which="both")
 
@@ -83,7 +82,7 @@ def _error_figure(df: pd.DataFrame, out_dir: Path, formats: Sequence[str], x: st
             style.legend(ax)
         if extra is not None:
             extra(axes[-1], panels, styles)
-        fig.suptitle(f"{title} ({BAND_NOTE})", fontsize="medium")
+        fig.suptitle(f"{title}\n{BAND_NOTE}", fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"{name}{suffix}", formats)
     if not written:
         raise NotSupported(why or "no runs with test errors")

@@ -31,7 +31,7 @@ EXPERIMENT_KEYS = ["dataset", "model", "setting", "batch_size", "lr", "epochs"]
 GROUP_KEYS = EXPERIMENT_KEYS + ["label_noise"]
 CONFIG_KEYS = GROUP_KEYS + SAMPLER_KNOBS
 TIME_PARTS = [("time_backward_s", "backward"), ("time_select_fwd_s", "forward (selection)"),
-              ("time_train_fwd_s", "forward (training)"), ("time_other_s", "other")]
+              ("time_train_fwd_s", "forward (training)"), ("time_other_s", "other (data, bookkeeping)")]
 BASELINE = "traditional"
 # Errors are stored as float fractions; "reached" allows for the rounding of k * error.
 TOLERANCE = 1e-9

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # before anything imports pyplot; figures here never need a display
 
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from .. import records  # noqa: E402
 
@@ -136,11 +137,24 @@ def save(fig: Figure, stem: Path, formats: Sequence[str] = ("png",)) -> List[Pat
     written = []
     for fmt in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=DPI)
+        fig.savefig(buf, format=fmt, dpi=DPI, bbox_inches="tight", pad_inches=0.08)
         path = Path(f"{stem}.{fmt}")
         records.atomic_write(path, buf.getvalue())
         written.append(path)
     return written
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis tick labels as plain numbers (2, 5, 10) instead of 2×10^0."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+def log_y(ax) -> None:
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(PlainLogFormatter())
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
 
 
 def legend(ax, **kw) -> None:

@@ -1,0 +1,107 @@
+"""sbrun-plot: every paper figure and table from run or multirun directories.
+
+    sbrun-plot PATH [PATH ...] [-o OUTDIR] [--format png,pdf] [--target-k 1.1,1.2,1.4] [--only NAMES]
+
+Runs found at or below the PATHs are merged into OUTDIR/runs.csv (one row per run-epoch); then
+every figure the runs support is written to OUTDIR (default: PATH/figures for the first PATH),
+with speedup.csv/.md (paper Table 1, also printed) and results.csv/.md. Figures the runs cannot
+support (no staleness sweep, no label noise, ...) are skipped with a note on stderr.
+Exit status: 0 done, 1 an output could not be written, 2 bad arguments or no runs (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+PROG = "sbrun-plot"
+FORMATS = ("png", "pdf", "svg")
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _floats(text: str) -> List[float]:
+    try:
+        ks = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--target-k takes comma-separated numbers like 1.1,1.2,1.4, got {text!r}") from None
+    if not ks or any(k < 1 for k in ks):
+        raise UsageError(f"--target-k values must be >= 1 (multiples of Traditional's final error), got {text!r}")
+    return sorted(set(ks))
+
+
+def _formats(text: str) -> List[str]:
+    fmts = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in FORMATS]
+    if not fmts or bad:
+        raise UsageError(f"--format takes a comma-separated subset of {','.join(FORMATS)}, got {text!r}")
+    return fmts
+
+
+def parser() -> argparse.ArgumentParser:
+    from .plots.report import FIGURES
+
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="figures: " + ", ".join(FIGURES))
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run or multirun directories written by sbrun")
+    p.add_argument("-o", "--out", metavar="OUTDIR", help="output folder (default: FIRST_PATH/figures)")
+    p.add_argument("--format", default="png,pdf", help="image formats, comma-separated (default: png,pdf)")
+    p.add_argument("--target-k", default="1.1,1.2,1.4",
+                   help="speedup-table targets as multiples of Traditional's final error; the middle one "
+                        "is also the time-breakdown and selectivity target (default: 1.1,1.2,1.4)")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated figure names to draw (default: all)")
+    return p
+
+
+def fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        ks, formats = _floats(args.target_k), _formats(args.format)
+        only = [n.strip() for n in args.only.split(",")] if args.only else None
+    except UsageError as err:
+        return fail(str(err), 2)
+
+    # Heavy imports after argument checks, so --help and usage errors answer at once.
+    from . import merge, records
+    from .plots import report
+
+    if only:
+        unknown = [n for n in only if n not in report.FIGURES]
+        if unknown:
+            return fail(f"unknown figure(s) {', '.join(unknown)}; allowed: {', '.join(report.FIGURES)}", 2)
+    try:
+        df = merge.merge_runs(args.paths)
+    except merge.NoRunsError as err:
+        return fail(str(err), 2)
+    out = Path(args.out) if args.out else Path(args.paths[0]) / "figures"
+
+    unfinished = df.loc[df["status"] != records.FINISHED, "run"].nunique()
+    if unfinished:
+        print(f"{PROG}: note: {unfinished} run(s) not finished; their curves stop where they stopped",
+              file=sys.stderr)
+    figures = report.FIGURES if only is None else {n: report.FIGURES[n] for n in only}
+    try:
+        from .plots import data
+        df = data.attach_overrides(df)
+        records.atomic_write(out / merge.RUNS_CSV, df.to_csv(index=False).encode())
+        written, notes, speedup_md = report.make_all(df, out, formats, ks, figures=figures)
+    except records.OutputError as err:
+        return fail(str(err), 1)
+    for note in notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    print(speedup_md)
+    print(f"{PROG}: {df['run'].nunique()} runs -> {len(written) + 1} files in {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

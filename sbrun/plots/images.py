@@ -1,0 +1,149 @@
+"""The training examples a sampler chose most and least often (paper Fig. 2), and the histogram
+of per-example backprop counts. Read from extremes.npz and selection_counts.csv."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import records
+from . import data, style
+from .style import NotSupported
+
+MISLABELED = "#d62728"
+
+
+def _class_name(classes, i: int) -> str:
+    name = str(classes[i]) if classes is not None and 0 <= i < len(classes) else str(i)
+    return name.split(" - ")[0]   # torchvision MNIST names read '7 - seven'
+
+
+def _image(arr: np.ndarray) -> tuple:
+    """uint8 [C,H,W] -> (array for imshow, cmap)."""
+    if arr.shape[0] == 1:
+        return arr[0], "gray"
+    return np.transpose(arr[:3], (1, 2, 0)), None
+
+
+def draw_extremes(fig, extremes, n: int = 16, ncols: int = 8) -> None:
+    """Two blocks of up to n images each (most, then least backpropagated) on `fig`.
+
+    Each image is titled with its training label and how often it was backpropagated; a
+    mislabeled example gets a red frame and its true class."""
+    classes = extremes["classes"] if "classes" in extremes else None
+    blocks = [("most", "Most selected"), ("least", "Least selected")]
+    per = [min(n, len(extremes[f"{name}_index"])) for name, _ in blocks]
+    rows_per = [max(1, -(-k // ncols)) for k in per]
+    subfigs = fig.subfigures(2, 1, height_ratios=rows_per)
+    for sub, (name, title), k, nrows in zip(subfigs, blocks, per, rows_per):
+        sub.suptitle(f"{title} training examples (label ×backprops)", fontsize="medium")
+        axes = sub.subplots(nrows, ncols, squeeze=False).ravel()
+        for i, ax in enumerate(axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i >= k:
+                ax.set_axis_off()
+                continue
+            img, cmap = _image(extremes[f"{name}_images"][i])
+            ax.imshow(img, cmap=cmap, interpolation="nearest")
+            label = _class_name(classes, int(extremes[f"{name}_label"][i]))
+            ax.set_title(f"{label} ×{int(extremes[f'{name}_count'][i])}", fontsize="x-small", pad=2)
+            if bool(extremes[f"{name}_noisy"][i]):
+                true = _class_name(classes, int(extremes[f"{name}_true_label"][i]))
+                for spine in ax.spines.values():
+                    spine.set_edgecolor(MISLABELED)
+                    spine.set_linewidth(2.5)
+                ax.set_xlabel(f"true: {true}", color=MISLABELED, fontsize="x-small", labelpad=1)
+
+
+def load_extremes(run_dir: Path):
+    """extremes.npz as a dict, or None when the run has none or its counts are all equal
+    (e.g. Traditional: every example is backpropagated once per epoch, so there is nothing to show)."""
+    path = Path(run_dir) / records.EXTREMES
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        ex = {k: z[k] for k in z.files}
+    if not len(ex.get("most_count", [])) or ex["most_count"].max() == ex["least_count"].min():
+        return None
+    return ex
+
+
+def extremes_figure(extremes, title: str, n: int = 16):
+    ncols = 8
+    rows = 2 * max(1, -(-min(n, len(extremes["most_index"])) // ncols))
+    fig = style.Figure(figsize=(1.2 * ncols, 1.35 * rows + 0.8), layout="constrained")
+    draw_extremes(fig, extremes, n, ncols)
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def selected_images(df, out_dir, formats=("png",), n: int = 16) -> List[Path]:
+    """Paper Fig. 2: one grid per configuration (its lowest seed), for samplers whose counts vary."""
+    df = data.prepare(df)
+    cfgs = data.configs(df)
+    labels = style.config_labels(cfgs)
+    written = []
+    for _, cfg in cfgs.iterrows():
+        ex = load_extremes(cfg["run"])
+        if ex is None:
+            continue
+        title = f"{labels[cfg['config']]}: {data.describe_group(cfg)}, seed {cfg['seed']}"
+        fig = extremes_figure(ex, title, n)
+        written += style.save(fig, Path(out_dir) / f"selected_images_{style.slug(labels[cfg['config']])}", formats)
+    if not written:
+        raise NotSupported("no run with extremes.npz whose backprop counts vary (Traditional's do not)")
+    return written
+
+
+def _count_line(ax, counts: pd.Series, top: int, **kw) -> None:
+    """Share of examples (%) backpropagated exactly c times, c = 0..top, as a step line."""
+    share = 100.0 * np.bincount(counts.to_numpy(dtype=np.int64), minlength=top + 1) / len(counts)
+    ax.step(np.arange(top + 1), share, where="mid", **kw)
+
+
+def selection_counts(df, out_dir, formats=("png",)) -> List[Path]:
+    """Histogram of per-example backprop counts (lowest seed of each configuration), one panel
+    per noise rate; in noisy panels a dashed line shows the mislabeled examples alone."""
+    df = data.prepare(df)
+    cfgs = data.configs(df)
+    styles = style.colours(cfgs)
+    counts = {}
+    for _, cfg in cfgs.iterrows():
+        path = Path(cfg["run"]) / records.COUNTS
+        if path.exists():
+            c = pd.read_csv(path)
+            if c["backprops"].nunique() > 1:
+                counts[cfg["config"]] = c
+    if not counts:
+        raise NotSupported("no run with selection_counts.csv whose counts vary (Traditional's do not)")
+    written = []
+    for suffix, exp in data.per_experiment(df):
+        panels = [(noise, rows) for noise, rows in data.noise_panels(exp) if set(rows["config"]) & set(counts)]
+        if not panels:
+            continue
+        fig, axes = style.new_figure(len(panels))
+        for ax, (noise, rows) in zip(axes, panels):
+            shown = data.configs(rows)
+            shown = shown[shown["config"].isin(counts)]
+            labels = style.config_labels(shown)
+            top = max(int(counts[c]["backprops"].max()) for c in shown["config"])
+            for cfg in labels:
+                c = counts[cfg]
+                colour, _ = styles[cfg]
+                _count_line(ax, c["backprops"], top, color=colour, lw=1.5, label=labels[cfg])
+                noisy = c.loc[c["noisy"] == 1, "backprops"]
+                if len(noisy):
+                    _count_line(ax, noisy, top, color=colour, lw=1.2, ls="--", label=f"{labels[cfg]}: mislabeled only")
+            ax.set_xlabel("times backpropagated during the run (per training example)")
+            ax.set_ylabel("training examples (%)")
+            ax.set_title(data.describe_group(rows.iloc[0]), fontsize="medium")
+            ax.grid(alpha=0.3)
+            style.legend(ax)
+        fig.suptitle("Per-example selection counts (lowest seed of each configuration;\n"
+                     "samplers that backpropagate every example equally often, like Traditional, are omitted)",
+                     fontsize="medium")
+        written += style.save(fig, Path(out_dir) / f"selection_counts{suffix}", formats)
+    return written
