@@ -125,13 +125,13 @@ def staleness(df, out_dir, formats=("png",)) -> List[Path]:
                              "(e.g. sampler=sb plus sampler=stale_sb sampler.staleness=2,3)")
 
 
-def _mislabeled_panel(ax, panels, styles) -> None:
+def _mislabeled_panel(ax, panels, _styles) -> None:
     """Fraction of each epoch's backprops that are mislabeled, for the noisy panels' configs;
-    dotted lines mark the noise rate, which is what uniform selection would give."""
-    for noise, rows in panels:
-        if noise <= 0:
-            continue
-        draw_curves(ax, rows, "epoch", y="mislabeled_frac", styles=styles)
+    dotted lines mark the noise rates, which is what uniform selection would give. Line styles
+    tell the noise rates apart here, so they are assigned across panels."""
+    noisy = pd.concat([rows for noise, rows in panels if noise > 0])
+    draw_curves(ax, noisy, "epoch", y="mislabeled_frac", styles=style.colours(data.configs(noisy), within=None))
+    for noise in sorted(set(noisy["label_noise"])):
         ax.axhline(100 * noise, color="grey", ls=":", lw=1)
     ax.set_xlabel(X_AXES["epoch"])
     ax.set_ylabel("mislabeled share of backprops (%)")
@@ -199,7 +199,7 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
             ax_err.plot([100], [100 * r["final_mean"]], "k*", ms=10, label=label)
             ax_time.plot([100], [r["time"]], "k*", ms=10, label=label)
         ax_err.set_ylabel("final test error (%)")
-        ax_time.set_ylabel(f"training time to {k:g}× Traditional's final error (s)")
+        ax_time.set_ylabel(f"time to {k:g}× Traditional's final error (s)")
         ax_err.set_title("Final test error (bars: min–max over seeds)", fontsize="medium")
         ax_time.set_title("Time to target (missing point: never reached)", fontsize="medium")
         for ax in (ax_err, ax_time):

@@ -100,18 +100,19 @@ def config_labels(configs) -> Dict[str, str]:
     return out
 
 
-def colours(configs) -> Dict[str, tuple]:
-    """(colour, linestyle) per configuration: the family's colour, and for a family's second,
-    third, ... configuration a different line style (then extra colours), so the same
-    configuration looks the same in every figure of one call."""
+def colours(configs, within: str | None = "group") -> Dict[str, tuple]:
+    """(colour, linestyle) per configuration: its family's colour, and for a family's second,
+    third, ... configuration within one `within` value (a panel: one experiment at one noise
+    rate) another line style, so a configuration looks the same in every figure of one call."""
     out, seen = {}, {}
     for _, row in configs.iterrows():
         fam = row["sampler"]
-        i = seen.get(fam, 0)
-        seen[fam] = i + 1
+        key = (row[within] if within and within in configs.columns else None, fam)
+        i = seen.get(key, 0)
+        seen[key] = i + 1
         base = FAMILIES.get(fam, (None, None))[1]
         if base is None:
-            base = EXTRA_COLOURS[(family_rank(fam) + i) % len(EXTRA_COLOURS)]
+            base = EXTRA_COLOURS[family_rank(fam) % len(EXTRA_COLOURS)]
         out[row["config"]] = (base, LINESTYLES[i % len(LINESTYLES)])
     return out
 

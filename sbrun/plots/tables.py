@@ -42,11 +42,11 @@ def speedup_table(df: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, x: str = "
     base = data.baseline_final(df)
     curves = data.mean_curve(df, x)
     finals = data.config_final_error(df)
-    labels = style.config_labels(cfgs)
     rows = []
     for group, members in cfgs.groupby("group", sort=False):
         if group not in base.index:
             continue
+        labels = style.config_labels(members)
         base_cfgs = members.loc[members["sampler"] == data.BASELINE, "config"]
         base_curve = curves[curves["config"].isin(base_cfgs)]
         if base_cfgs.nunique() > 1:
