@@ -146,6 +146,7 @@ def preflight(argv: Sequence[str]) -> List[str]:
     if resume is not None and resume.value() not in (None, "null"):
         return _preflight_resume(argv, args, user, resume)
     local = _local_launcher(parsed)
+    out_dirs = set()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="sbrun"):
         for job in _job_overrides(user):
             try:
@@ -156,7 +157,23 @@ def preflight(argv: Sequence[str]) -> List[str]:
                 raise _compose_error(err) from None
             if local:
                 resolve_device(cfg.device)
+            out_dirs.add(cfg.out_dir)
+    for out in sorted(out_dirs):
+        _check_writable(Path(out))
     return list(argv)
+
+
+def _check_writable(out_dir: Path) -> None:
+    """out_dir must be a directory this process can create files in (checked before any job)."""
+    import tempfile
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise ConfigError(f"out_dir={str(out_dir)!r} is not writable ({err.strerror}); allowed: a "
+                          f"directory this user can write") from None
 
 
 def _preflight_resume(argv, args, user, resume) -> List[str]:
@@ -234,6 +251,7 @@ def _exit(message: str, code: int) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _failed_jobs.clear()
     try:
         argv = preflight(argv)
     except ConfigError as err:

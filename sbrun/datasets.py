@@ -6,6 +6,7 @@ train and test. The batching/augmentation path (stream.py) and the figures only 
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -15,6 +16,9 @@ import torch
 
 from .config import DatasetConfig
 from .seeding import derive_seed
+
+
+DOWNLOAD_TIMEOUT_S = 60
 
 
 class DataError(RuntimeError):
@@ -132,6 +136,19 @@ def _set_aside(files: List[Path]) -> Optional[str]:
     return None
 
 
+def _put_back(files: List[Path]) -> None:
+    """Undo _set_aside after a failed download: the user's files stay where they were."""
+    for p in files:
+        aside = p.with_name(p.name + ".corrupt")
+        if aside.exists() and not p.exists():
+            os.replace(aside, p)
+
+
+def offline() -> bool:
+    """SBRUN_OFFLINE=1 skips download attempts (no waiting on a network that is not there)."""
+    return os.environ.get("SBRUN_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
 def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]],
            check: Callable[[], List[Tuple[Path, str]]] = lambda: []):
     """Load from `root`; if files are missing or corrupted, download once; else fail in one line."""
@@ -145,17 +162,21 @@ def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]]
     else:
         problem = f"{problems[0][0].name} is {problems[0][1]}"
     where = _WHERE[name].format(root=root)
-    if corrupted:
-        blocked = _set_aside(corrupted)
-        if blocked:
-            raise DataError(f"{name}: {problem} in {root} and {blocked}; replace it with a good copy "
-                            f"({where})")
+    if offline():
+        raise DataError(f"{name}: {problem} in {root} and SBRUN_OFFLINE is set; put {where}")
+    if corrupted and (blocked := _set_aside(corrupted)):
+        raise DataError(f"{name}: {problem} in {root} and {blocked}; replace it with a good copy ({where})")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)     # an unreachable mirror fails instead of hanging
     try:
         root.mkdir(parents=True, exist_ok=True)
         return build(True)
     except Exception as err:
+        _put_back(corrupted)
         raise DataError(f"{name}: {problem} and the download failed ({_short(err)}); "
                         f"offline, put {where}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _as_nchw(data, channels_last: bool) -> torch.Tensor:

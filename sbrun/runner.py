@@ -62,6 +62,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
             raise AlreadyFinished(f"{run_dir} already holds a finished run ({done} epochs)")
         if "config" in previous:
             check_compatible(previous["config"], to_dict(cfg), "run directory")
+        # A continuation keeps the overrides the run was started with (they identify it in tables).
+        overrides = previous.get("overrides") or overrides
     trainer = None
     main = dist is None or dist.rank == 0
     try:

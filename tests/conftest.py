@@ -58,6 +58,23 @@ def sbrun_cli(*args: str, cwd: Path, timeout: float = 240, env=None) -> subproce
                           env=full_env)
 
 
+def run_sbrun(*args: str) -> subprocess.CompletedProcess:
+    """Run `sbrun` in this process (the same preflight, Hydra app and task as the console script,
+    without paying the interpreter start-up and torch import again)."""
+    import contextlib
+    import io
+
+    from sbrun.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["sbrun", *args], code, out.getvalue(), err.getvalue())
+
+
 def requires_gpu(fn):
     return pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(fn)
 

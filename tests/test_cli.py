@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import sbrun_cli
+from conftest import run_sbrun, sbrun_cli
 
 FAST = ["dataset.subset=256", "dataset.test_subset=128", "epochs=2", "plots=false", "batch_size=32"]
 
@@ -17,7 +17,11 @@ def only_run(out):
 
 @pytest.mark.parametrize("sampler", ["traditional", "sb", "stale_sb"])
 def test_end_to_end_run_per_sampler(tmp_path, sampler):
-    res = sbrun_cli(f"sampler={sampler}", f"out_dir={tmp_path}", *FAST, cwd=tmp_path)
+    # One of them through the installed console script in a fresh interpreter, the others in-process.
+    if sampler == "sb":
+        res = sbrun_cli(f"sampler={sampler}", f"out_dir={tmp_path}", *FAST, cwd=tmp_path)
+    else:
+        res = run_sbrun(f"sampler={sampler}", f"out_dir={tmp_path}", *FAST)
     assert res.returncode == 0, res.stderr
     run = only_run(tmp_path)
     df = pd.read_csv(run / "metrics.csv")
@@ -31,8 +35,7 @@ def test_end_to_end_run_per_sampler(tmp_path, sampler):
 
 
 def test_multirun_makes_one_directory_per_job(tmp_path):
-    res = sbrun_cli("--multirun", "sampler=traditional,sb,stale_sb", f"out_dir={tmp_path}", *FAST,
-                    cwd=tmp_path)
+    res = run_sbrun("--multirun", "sampler=traditional,sb,stale_sb", f"out_dir={tmp_path}", *FAST)
     assert res.returncode == 0, res.stderr
     sweeps = list((tmp_path / "multirun").iterdir())
     assert len(sweeps) == 1
@@ -57,7 +60,7 @@ def test_multirun_makes_one_directory_per_job(tmp_path):
     ("not_a_key=1", "not_a_key"),
 ])
 def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, override, key):
-    res = sbrun_cli(override, f"out_dir={tmp_path}", cwd=tmp_path, timeout=60)
+    res = run_sbrun(override, f"out_dir={tmp_path}")
     assert res.returncode == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, res.stderr
@@ -66,8 +69,14 @@ def test_bad_config_exits_nonzero_with_one_line_naming_the_key(tmp_path, overrid
     assert not (tmp_path / "runs").exists()      # nothing written before validation
 
 
+def test_console_script_bad_input_is_one_line_without_traceback(tmp_path):
+    res = sbrun_cli("beta=0", f"out_dir={tmp_path}", cwd=tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == ["sbrun: error: beta=0.0 is invalid; allowed: a number > 0"]
+
+
 def test_bad_value_inside_a_sweep_stops_before_any_job(tmp_path):
-    res = sbrun_cli("-m", "beta=1,0", f"out_dir={tmp_path}", *FAST, cwd=tmp_path, timeout=60)
+    res = run_sbrun("-m", "beta=1,0", f"out_dir={tmp_path}", *FAST)
     assert res.returncode == 2 and "beta" in res.stderr
     assert not (tmp_path / "multirun").exists()
 
@@ -77,14 +86,14 @@ def test_device_cuda_without_gpu(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    res = sbrun_cli("device=cuda", f"out_dir={tmp_path}", cwd=tmp_path, timeout=60)
+    res = run_sbrun("device=cuda", f"out_dir={tmp_path}")
     assert res.returncode == 2 and "device" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
 def test_every_sampler_runs_in_one_sweep(tmp_path):
     samplers = ["traditional", "sb", "stale_sb", "random", "kath18", "topk", "composer"]
-    res = sbrun_cli("-m", f"sampler={','.join(samplers)}", "sampler.variable_start=false",
-                    f"out_dir={tmp_path}", *FAST, cwd=tmp_path)
+    res = run_sbrun("-m", f"sampler={','.join(samplers)}", "sampler.variable_start=false",
+                    f"out_dir={tmp_path}", *FAST)
     assert res.returncode == 0, res.stderr
     sweep = next((tmp_path / "multirun").iterdir())
     runs = pd.read_csv(sweep / "runs.csv")
