@@ -106,10 +106,10 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
     cfgs = data.configs(df)
     labels = style.config_labels(cfgs)
     last = df.groupby("run").last()
-    best = df.groupby("run")["test_error"].min()
-    per_run = pd.DataFrame({"config": last["config"], "final_error": last["test_error"], "best_error": best,
-                            "train_time_s": last["train_time_s"], "backprops": last["backprops"],
-                            "examples_seen": last["examples_seen"]})
+    per_run = pd.DataFrame({"config": last["config"], "final_error": last["test_error"],
+                            "best_error": df.groupby("run")["test_error"].min()})
+    for col in ("train_time_s", "backprops", "examples_seen"):   # totals, where recorded
+        per_run[col] = last[col] if col in last.columns else float("nan")
     agg = per_run.groupby("config").mean()
     out = cfgs[["config", "dataset", "model", "label_noise", "sampler", "beta", "staleness", "selectivity",
                 "seeds"]].copy()
@@ -125,7 +125,7 @@ def results_markdown(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         lines.append(f"| {r['label']} | {r['dataset']} / {r['model']} | {style.pct(r['label_noise'])} | "
                      f"{r['seeds']} | {100 * r['final_error']:.2f} | {100 * r['best_error']:.2f} | "
-                     f"{r['train_time_s']:.1f} | {r['backprops']:.0f} | {r['backprop_frac']:.3f} |")
+                     f"{r['train_time_s']:.4g} | {r['backprops']:.0f} | {r['backprop_frac']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
