@@ -6,8 +6,11 @@ command with one line naming the key and what is allowed, before any data or mod
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import os
+import signal
 import re
 import sys
 import zlib
@@ -34,14 +37,14 @@ MAX_PREFLIGHT_JOBS = 512
 EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 3
 USER_ERRORS = (ConfigError, DataError, CheckpointError, OutputError, Diverged, AlreadyFinished)
 
-_failed_jobs: List[str] = []
-
-
 # --- Hydra resolvers used by conf/config.yaml ----------------------------------------------------
 
 def _run_id(name: Optional[str] = None) -> str:
-    """The run/sweep directory name: `name=` if given, else a sub-second timestamp."""
-    return str(name) if name else datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    """The run/sweep directory name: `name=` if given, else a sub-second timestamp (under torchrun,
+    rank 0's, shared through SBRUN_RUN_ID)."""
+    if name:
+        return str(name)
+    return os.environ.get("SBRUN_RUN_ID") or datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
 def _job_dir(num, overrides: str = "") -> str:
@@ -52,11 +55,20 @@ def _job_dir(num, overrides: str = "") -> str:
     return f"{num}_{slug}" if slug else str(num)
 
 
+def _parallel_jobs() -> int:
+    """Default job count of the local_parallel launcher: one per GPU, else 2."""
+    import torch
+
+    return torch.cuda.device_count() or 2
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("sbrun_id"):
         OmegaConf.register_new_resolver("sbrun_id", _run_id, use_cache=True)
     if not OmegaConf.has_resolver("sbrun_job"):
         OmegaConf.register_new_resolver("sbrun_job", _job_dir)
+    if not OmegaConf.has_resolver("sbrun_parallel_jobs"):
+        OmegaConf.register_new_resolver("sbrun_parallel_jobs", _parallel_jobs)
 
 
 register_resolvers()
@@ -119,10 +131,25 @@ def _check_groups(parsed) -> None:
                 raise ConfigError(f"{group}={v} is not a known {group}; allowed: {', '.join(allowed)}")
 
 
+LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher",
+                    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+                    "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+                    "local_parallel": "hydra_plugins.hydra_joblib_launcher",
+                    "joblib": "hydra_plugins.hydra_joblib_launcher"}
+
+
 def _local_launcher(parsed) -> bool:
+    """Whether the jobs run on this machine; the launcher's plugin must be installed."""
+    import importlib.util
+
     for o in parsed:
         if o.key_or_group == "hydra/launcher":
-            return str(o.value()) in ("basic", "local_parallel", "joblib", "submitit_local")
+            name = str(o.value())
+            plugin = LAUNCHER_PLUGINS.get(name)
+            if plugin and importlib.util.find_spec(plugin) is None:
+                raise ConfigError(f"hydra/launcher={name} needs its Hydra plugin; allowed: basic, or install "
+                                  f"the cluster extra (pip install 'sbrun[cluster]')")
+            return name in ("basic", "local_parallel", "joblib", "submitit_local")
     return True
 
 
@@ -219,6 +246,8 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     overrides = list(hc.overrides.task)
     try:
         config = _job_config(cfg, overrides)
+        if multirun:
+            config = _pin_gpu(config, hc.job.num)
         return train(config, config.resume or run_dir, overrides)
     except AlreadyFinished as err:
         if multirun:
@@ -227,21 +256,40 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
         _exit(f"{err}; choose another name= or delete it", EXIT_USAGE)
     except StopRequested as err:
         log.warning("%s", err)
+        _pass_on(err.signum)
         raise SystemExit(EXIT_STOPPED)
     except USER_ERRORS as err:
         code = EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILED
-        if multirun:
+        if multirun:    # the job's summary.json records the failure; the sweep goes on
             log.error("job %s failed: %s", run_dir.name, err)
-            _failed_jobs.append(f"{run_dir}: {err}")
             return None
         _exit(str(err), code)
-    except Exception as err:
+    except Exception:
         if multirun:    # keep the sweep going; the traceback goes to this job's run.log
             log.exception("job %s failed", run_dir.name)
-            _failed_jobs.append(f"{run_dir}: {type(err).__name__}: {err}")
             return None
         raise
     return None
+
+
+def _pin_gpu(config: Config, job_num: int) -> Config:
+    """In a local parallel sweep on a multi-GPU machine, job k trains on GPU k mod #GPUs."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if config.device in ("auto", "cuda") and count > 1:
+        return dataclasses.replace(config, device=f"cuda:{job_num % count}")
+    return config
+
+
+def _pass_on(signum: Optional[int]) -> None:
+    """After a clean stop, hand the signal to whoever else listens for it: under SLURM, the
+    submitit launcher's handler requeues the job, which then resumes from our checkpoint."""
+    if signum is None or signum == signal.SIGINT:
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        signal.raise_signal(signum)
 
 
 def _exit(message: str, code: int) -> None:
@@ -249,19 +297,41 @@ def _exit(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def _torchrun_argv(argv: List[str]) -> List[str]:
+    """Under torchrun: one run, one directory (rank 0's timestamp), and only rank 0 writes
+    Hydra's files and logs."""
+    from .distributed import agree_on, init_process_group
+
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise ConfigError("--multirun is invalid under torchrun; allowed: one run per torchrun launch "
+                          "(sweep with hydra/launcher=slurm or local_parallel instead)")
+    init_process_group()
+    os.environ["SBRUN_RUN_ID"] = agree_on(_run_id())
+    if int(os.environ.get("RANK", "0")) > 0:
+        argv = argv + ["hydra.output_subdir=null", "hydra/job_logging=disabled",
+                       "hydra/hydra_logging=disabled"]
+    return argv
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    from .distributed import launched_by_torchrun
+    from . import sweep
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    _failed_jobs.clear()
+    sweep.last_report = None
     try:
         argv = preflight(argv)
+        if launched_by_torchrun():
+            argv = _torchrun_argv(argv)
     except ConfigError as err:
         _exit(str(err), EXIT_USAGE)
     sys.argv = [sys.argv[0]] + argv
     _hydra_main()
-    if _failed_jobs:
-        print(f"sbrun: {len(_failed_jobs)} job(s) failed:", file=sys.stderr)
-        for line in _failed_jobs:
-            print(f"  {line}", file=sys.stderr)
+    failed = (sweep.last_report or {}).get("failed", [])
+    if failed:
+        print(f"sbrun: {len(failed)} job(s) failed:", file=sys.stderr)
+        for job in failed:
+            print(f"  {job['job']}: {job['reason']}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED)
 
 

@@ -1,41 +1,170 @@
-"""Process-group plumbing. With one process every operation is the identity, so the training
-loop calls the same methods whether or not it runs under torchrun."""
+"""Process-group plumbing for multi-process (torchrun/DDP) runs.
+
+With one process every operation is the identity, so the training loop calls the same methods
+whether or not it runs under torchrun. With N processes:
+- each rank owns a fixed shard of the training set (examples rank, rank+N, ...), so Stale-SB's
+  per-example loss cache is per shard and survives from epoch to epoch;
+- every epoch has the same number of chunks on every rank (a shorter shard ends with a smaller
+  or empty chunk), so the per-chunk collectives always pair up;
+- the loss history, step composition, stop requests, budget and divergence decisions are made
+  from gathered values, identically on every rank.
+"""
 from __future__ import annotations
 
-from typing import List, Optional
+import math
+import os
+from datetime import timedelta
+from typing import List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 
 from .datasets import ImageSet
 
 
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_process_group(device: Optional[torch.device] = None) -> None:
+    """Join torchrun's group once: NCCL when this rank trains on a GPU, gloo otherwise."""
+    if dist.is_initialized():
+        return
+    use_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+
+
+def agree_on(value: str) -> str:
+    """Rank 0's value of `value`, on every rank (e.g. the run directory's timestamp)."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class Collective:
-    def __init__(self, rank: int = 0, world: int = 1):
+    def __init__(self, rank: int = 0, world: int = 1, device: Optional[torch.device] = None):
         self.rank = rank
         self.world = world
+        self.device = device or torch.device("cpu")
 
     @classmethod
     def single(cls) -> "Collective":
         return cls(0, 1)
 
+    @classmethod
+    def from_env(cls, device: torch.device) -> "Collective":
+        """Join the torchrun process group (gloo on CPU, NCCL on CUDA), or run alone."""
+        if not launched_by_torchrun():
+            return cls.single()
+        init_process_group(device)
+        return cls(dist.get_rank(), dist.get_world_size(), device)
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    # --- data -------------------------------------------------------------------------------------
+
     def shard(self, n: int) -> Optional[torch.Tensor]:
         """This rank's fixed set of training indices (None = all of them)."""
-        return None
+        return torch.arange(self.rank, n, self.world) if self.active else None
+
+    def num_chunks(self, n: int, size: int) -> int:
+        """Chunks per epoch on every rank: enough for the largest shard."""
+        return math.ceil(math.ceil(n / self.world) / size)
+
+    def local_size(self, size: int) -> int:
+        """Each rank's share of a global batch of `size` examples."""
+        return max(1, math.ceil(size / self.world))
 
     def shard_set(self, s: ImageSet) -> ImageSet:
-        return s
+        if not self.active:
+            return s
+        idx = torch.arange(self.rank, len(s), self.world, device=s.labels.device)
+        return s.take(idx)
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    # --- reductions --------------------------------------------------------------------------------
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
     def all_min(self, t: torch.Tensor) -> torch.Tensor:
+        if self.active:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return t
 
+    def all_mean(self, t: torch.Tensor) -> torch.Tensor:
+        return self.all_sum(t) / self.world if self.active else t
+
+    def any(self, flag: bool) -> bool:
+        if not self.active:
+            return bool(flag)
+        t = torch.tensor([int(bool(flag))], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def gather_ints(self, values: Sequence[int]) -> List[List[int]]:
+        """Every rank's small integer vector, in rank order (one collective)."""
+        if not self.active:
+            return [list(values)]
+        t = torch.tensor(list(values), dtype=torch.int64, device=self.device)
+        out = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(out, t)
+        return [o.tolist() for o in out]
+
+    def gather_cat(self, t: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's 1-D tensor (lengths may differ) in rank order."""
+        if not self.active:
+            return t
+        lengths = [n for n, in self.gather_ints([t.numel()])]
+        padded = torch.zeros(max(lengths), device=t.device, dtype=torch.float32)
+        padded[: t.numel()] = t.float()
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:n] for p, n in zip(parts, lengths)])
+
+    # --- checkpoint state --------------------------------------------------------------------------
+
     def gather_state(self, local: dict) -> Optional[List[dict]]:
-        return [local]
+        """Every rank's state on rank 0 (None on the others)."""
+        if not self.active:
+            return [local]
+        cpu = _to_cpu(local)
+        out = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(cpu, out, dst=0)
+        return out
 
     def scatter_state(self, ranks: List[dict]) -> dict:
         return ranks[self.rank]
+
+    def close(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _to_cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj

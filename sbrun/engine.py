@@ -29,7 +29,7 @@ from .models import CONVOLUTIONAL, build_model
 from .queue import BackpropQueue, Step
 from .samplers import Ctx, Need, build_sampler
 from .schedule import multistep_lr
-from .seeding import generator, global_rng_state, seed_globals, set_global_rng_state
+from .seeding import derive_seed, generator, global_rng_state, seed_globals, set_global_rng_state
 from .stream import Augmenter, LoaderStream, TensorStream, eval_batches, fits_on_device
 from .timing import PhaseTimer
 
@@ -46,16 +46,21 @@ class Diverged(RuntimeError):
 
 
 class StopRequested(Exception):
-    """SIGINT/SIGTERM arrived; the run stopped cleanly after a checkpoint."""
+    """A stop signal arrived; the run stopped cleanly after a checkpoint."""
+
+    def __init__(self, message: str, signum: Optional[int] = None):
+        super().__init__(message)
+        self.signum = signum
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """The torch device for `device=`; under torchrun, auto/cuda mean this rank's GPU."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device={spec!r} is invalid: no CUDA GPU is visible; allowed here: auto, cpu")
-        dev = torch.device(spec)
+        dev = torch.device(spec if spec != "cuda" else f"cuda:{local_rank}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"device={spec!r} is invalid: only {torch.cuda.device_count()} GPU(s); "
                               f"allowed: cuda:0..cuda:{torch.cuda.device_count() - 1}")
@@ -64,15 +69,27 @@ def resolve_device(spec: str) -> torch.device:
 
 
 class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between batches."""
+    """Turns stop signals into a flag the loop checks between chunks.
+
+    SIGINT (Ctrl-C), SIGTERM (plain pre-emption) and SIGUSR2 (SLURM's warning before a time limit
+    or pre-emption, as the submitit launcher asks for) all mean: finish the current chunk, write a
+    checkpoint, exit with status 3. SIGTERM is left alone where a launcher already handles it
+    (submitit ignores it and waits for SIGUSR2); SIGUSR2 is passed on afterwards (cli._pass_on),
+    so submitit still requeues the job, which then resumes from the checkpoint.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
         self.signal: Optional[int] = None
         self._old = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.SIGNALS:
             try:
+                current = signal.getsignal(sig)
+                if sig == signal.SIGTERM and callable(current):
+                    continue
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:   # not the main thread (e.g. a launcher's worker thread)
                 pass
@@ -98,6 +115,7 @@ class EpochState:
     backprops: int = 0
     select_forwards: int = 0
     steps: int = 0
+    global_backprops: int = 0      # all ranks' backprops this epoch (lr position by backprops)
     phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume
     loss_sum: Optional[torch.Tensor] = None
     mislabeled: Optional[torch.Tensor] = None
@@ -116,7 +134,8 @@ class Trainer:
         self.dist = dist or Collective.single()
         self.overrides = list(overrides)
         self.main = self.dist.rank == 0
-        seed_globals(cfg.seed)
+        # Rank 0 keeps the run seed, so a 1-process run is unchanged; DDP copies rank 0's weights.
+        seed_globals(cfg.seed if self.main else derive_seed(cfg.seed, "rank", self.dist.rank))
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -147,15 +166,22 @@ class Trainer:
                                ImageSet(self.test_set.images.to(device), self.test_set.labels.to(device)))
 
         ds = cfg.dataset
+        self.input_shape = (ds.channels, ds.image_size, ds.image_size)
         self.model = build_model(cfg.model, ds.channels, ds.image_size, ds.num_classes).to(device)
         self.model = self.model.to(memory_format=self.memory_format)
+        # `net` trains (DDP-wrapped under torchrun); selection forwards and evaluation use the bare
+        # module, whose weights are identical on every rank, so they need no collectives.
         self.net = self.dist.wrap(self.model)
+        self.scorer = self.model
         if cfg.compile:
             self.net = torch.compile(self.net)
+            self.scorer = self.net if not self.dist.active else torch.compile(self.model)
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          nesterov=o.nesterov, weight_decay=o.weight_decay)
-        self.sampler = build_sampler(cfg.sampler, self.n, cfg.batch_size, device)
+        # Batch sizes are global; each rank holds its share of every selection chunk.
+        self.local_batch = self.dist.local_size(cfg.batch_size)
+        self.sampler = build_sampler(cfg.sampler, self.n, self.local_batch, device, self.dist)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.precision == "bf16" and device.type == "cuda" else nullcontext())
         self.timer = PhaseTimer(device)
@@ -164,7 +190,7 @@ class Trainer:
         self.last_loss = torch.full((self.n,), math.inf, device=device)  # most recent known loss
         self.counts = torch.zeros(self.n, dtype=torch.int64, device=device)  # times backpropagated
         self.select_gen: Optional[torch.Generator] = None
-        self.queue = BackpropQueue(cfg.batch_size)
+        self.queue = BackpropQueue(cfg.batch_size, self.dist.rank)
         self.metrics = records.MetricsLog(self.run_dir)
         self.snapshots: Dict[str, torch.Tensor] = {}
         self.epoch = 0                       # next epoch to run
@@ -185,23 +211,26 @@ class Trainer:
 
     # --- one chunk, one step ---------------------------------------------------------------------
 
-    def _losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _losses(self, net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.autocast:
-            out = self.net(x)
+            out = net(x)
         return F.cross_entropy(out.float(), y, reduction="none")
 
     def _select_forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.net.eval()
+        self.scorer.eval()
         with torch.inference_mode():
-            return self._losses(self.sampler.transform(x), y).clone()
+            return self._losses(self.scorer, self.sampler.transform(x), y).clone()
 
     def _train_step(self, step: Step, state: EpochState) -> None:
         cfg, t = self.cfg, self.timer
         if cfg.schedule.by == "backprops":
-            self._set_lr((self.totals["backprops"] + state.backprops) / self.n)
+            self._set_lr((self.totals["backprops"] + state.global_backprops) / self.n)
+        state.global_backprops += step.total
+        if step.idx.numel() == 0:
+            return self._empty_step()
         self.net.train()
         with t.phase("train_fwd"):
-            losses = self._losses(step.x, step.y)
+            losses = self._losses(self.net, step.x, step.y)
             weighted = losses if step.w is None else losses * step.w
             # Sum / global count (times world size, which DDP's gradient averaging divides out)
             # gives the mean over every example of the step, however the ranks split it.
@@ -225,13 +254,24 @@ class Trainer:
                 if self._steps_since_check >= NAN_CHECK_EVERY:
                     self._check_finite()
 
+    def _empty_step(self) -> None:
+        """This rank holds none of a global step's examples: it still joins DDP's gradient
+        all-reduce, with a zero-weighted dummy forward in eval mode (no batch-norm update)."""
+        self.net.eval()
+        x = torch.zeros((1, *self.input_shape), device=self.device).contiguous(memory_format=self.memory_format)
+        loss = self._losses(self.net, x, torch.zeros(1, dtype=torch.long, device=self.device)).sum() * 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
     def _check_finite(self) -> None:
         self._steps_since_check = 0
-        if bool(self._nonfinite):
+        if self.dist.any(bool(self._nonfinite)):
             raise Diverged(f"non-finite training loss in epoch {self.epoch + 1} (lr={self.lr:g}); "
                            f"the run diverged")
 
     def _run_chunk(self, chunk, state: EpochState, n_chunks: int) -> None:
+        """Select from one chunk, queue its choice and take every full step."""
         t = self.timer
         ctx = Ctx(epoch=state.epoch, batch=state.chunk,
                   progress=(state.epoch + state.chunk / n_chunks) / self.cfg.epochs,
@@ -257,9 +297,16 @@ class Trainer:
                 x, y = chunk.images(sel.pos)
             elif sel.pos is not None:
                 x, y = x[sel.pos], y[sel.pos]
-        self.queue.push(idx, x, y, sel.weight)
+        # One small collective per chunk: every rank's kept count (the step ledger), and whether
+        # any rank ran out of its time budget.
+        info = self.dist.gather_ints([idx.numel(), int(self._over_budget(state.epoch))])
+        self.queue.push(idx, x, y, sel.weight, [r[0] for r in info])
         while (step := self.queue.pop()) is not None:
             self._train_step(step, state)
+        if any(r[1] for r in info):
+            raise ConfigError(f"hours={self.cfg.hours:g} is too small: the first epoch did not finish "
+                              f"within the budget ({self.timer.elapsed():.1f} s so far); allowed: a "
+                              f"budget of at least one epoch")
 
     # --- epochs ----------------------------------------------------------------------------------
 
@@ -277,21 +324,20 @@ class Trainer:
             self.stream.set_generator_state(state.gen_states.get("augment"))
         if cfg.schedule.by == "epochs":
             self._set_lr(epoch)
-        size = self.sampler.chunk_size(cfg.select_size)
-        n_chunks = self.stream.num_chunks(size)
+        size = self.sampler.chunk_size(self.dist.local_size(cfg.select_size))
+        n_chunks = self.dist.num_chunks(self.n, size)
         self.timer.start_epoch()
         bar = tqdm(total=n_chunks, initial=state.chunk, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    leave=False, disable=self._bar_disabled(), unit="batch")
-        for i, chunk in enumerate(self.stream.chunks(size)):
+        for i, chunk in enumerate(self.stream.chunks(size, n_chunks)):
             if i < state.chunk:          # resumed mid-epoch: these chunks are already done
                 continue
             self._run_chunk(chunk, state, n_chunks)
             state.chunk += 1
             bar.update(1)
-            self._check_budget(epoch)
-            if stop.signal is not None and state.chunk < n_chunks:
+            if self.dist.any(stop.signal is not None) and state.chunk < n_chunks:
                 bar.close()
-                self._stop_mid_epoch(state)
+                self._stop_mid_epoch(state, stop.signal)
         bar.close()
         if (step := self.queue.flush()) is not None:
             self._train_step(step, state)
@@ -315,18 +361,15 @@ class Trainer:
             return True
         return None if self.cfg.progress == "auto" else False
 
-    def _check_budget(self, epoch: int) -> None:
+    def _over_budget(self, epoch: int) -> bool:
+        """Whether the first epoch alone has outrun the time budget (the budget is otherwise
+        checked at epoch ends)."""
         hours = self.cfg.hours
-        if hours is None or self.totals["backprops"] > 0 or epoch > 0:
-            return
-        if self.timer.elapsed() > hours * 3600:
-            raise ConfigError(f"hours={hours:g} is too small: the first epoch did not finish within the "
-                              f"budget ({self.timer.elapsed():.1f} s so far); allowed: a budget of at "
-                              f"least one epoch")
+        return hours is not None and epoch == 0 and self.timer.elapsed() > hours * 3600
 
     @torch.no_grad()
     def evaluate(self):
-        self.net.eval()
+        self.scorer.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device)
         count = torch.zeros((), device=self.device)
@@ -335,7 +378,7 @@ class Trainer:
             for x, y in eval_batches(test, self.test_aug, self.cfg.eval_batch_size, self.device,
                                      self.memory_format):
                 with self.autocast:
-                    out = self.net(x)
+                    out = self.scorer(x)
                 loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
                 correct += (out.argmax(1) == y).sum()
                 count += y.numel()
@@ -423,19 +466,20 @@ class Trainer:
         self._warmup_compile()
         with _StopFlag() as stop:
             while self.epoch < cfg.epochs:
-                if stop.signal is not None:
-                    self._stop(state)
+                if self.dist.any(stop.signal is not None):
+                    self._stop(state, stop.signal)
                 phases = self.train_epoch(state, stop)
                 extra = self.sampler.end_epoch(state.epoch)
                 test_loss, test_acc = self.evaluate()
                 self.totals["wall_time"] = time.perf_counter() - wall0
                 row = self._epoch_row(state, phases, extra, test_loss, test_acc)
                 self.epoch += 1
+                self._snapshot_losses()
                 if self.main:
                     self.metrics.append(row)
-                    self._snapshot_losses()
                     log.info(self._log_line(row))
-                budget_hit = cfg.hours is not None and self.totals["train_time"] >= cfg.hours * 3600
+                budget_hit = self.dist.any(cfg.hours is not None and
+                                           self.totals["train_time"] >= cfg.hours * 3600)
                 state = self._new_epoch_state(self.epoch)
                 self.save_checkpoint(state)
                 self.write_summary(records.RUNNING)
@@ -453,20 +497,20 @@ class Trainer:
                 f"train_loss {r['train_loss']:.4f}  backprop {r['backprop_frac']:.3f}  "
                 f"lr {r['lr']:.4g}  time {r['train_time_s']:.1f}s")
 
-    def _stop_mid_epoch(self, state: EpochState) -> None:
+    def _stop_mid_epoch(self, state: EpochState, signum: Optional[int]) -> None:
         """Checkpoint the epoch in progress and leave; `resume` continues from this batch."""
         elapsed = self.timer.end_epoch()
         state.phases = {k: elapsed.get(k, 0.0) + state.phases.get(k, 0.0)
                         for k in set(elapsed) | set(state.phases) if k != "total"}
         self.save_checkpoint(state)
-        self._stop(state)
+        self._stop(state, signum)
 
-    def _stop(self, state: EpochState) -> None:
+    def _stop(self, state: EpochState, signum: Optional[int]) -> None:
         """Leave after a signal; the latest checkpoint holds everything up to `state`."""
         self.finish_outputs()
         self.write_summary(records.STOPPED, stop_reason="signal", resume_hint=f"sbrun resume={self.run_dir}")
         raise StopRequested(f"stopped by signal in epoch {state.epoch + 1}; continue with "
-                            f"`sbrun resume={self.run_dir}`")
+                            f"`sbrun resume={self.run_dir}`", signum)
 
     def finish_outputs(self) -> None:
         """Per-example counts, extremes and figures (rank 0; also on a graceful stop)."""
@@ -509,8 +553,9 @@ class Trainer:
         wanted = {max(1, round(self.cfg.epochs * (i + 1) / k)) for i in range(k)}
         if self.epoch in wanted:
             self.snapshots[f"epoch_{self.epoch}"] = self.dist.all_min(self.last_loss).cpu()
-            records.write_npz(self.run_dir / records.SNAPSHOTS,
-                              **{k: v.numpy() for k, v in self.snapshots.items()})
+            if self.main:
+                records.write_npz(self.run_dir / records.SNAPSHOTS,
+                                  **{k: v.numpy() for k, v in self.snapshots.items()})
 
     def _warmup_compile(self) -> None:
         """Compile the train and eval graphs outside the timed epochs, then undo the side effects."""
@@ -521,7 +566,7 @@ class Trainer:
         self.stream.start_epoch(-1)
         x, y = next(iter(self.stream.chunks(self.cfg.batch_size))).images()
         self.net.train()
-        self._losses(x, y).mean().backward()
+        self._losses(self.net, x, y).mean().backward()
         self.optimizer.zero_grad(set_to_none=True)
         self._select_forward(x, y)
         self.model.load_state_dict(saved)

@@ -1,8 +1,15 @@
-"""The backprop queue: selected examples wait here until a full batch can be stepped on."""
+"""The backprop queue: selected examples wait here until a full batch can be stepped on.
+
+With several ranks, every rank keeps its own examples but the same global ledger: a FIFO of
+(rank, count) segments built from the gathered per-chunk counts. A step takes the first
+`batch_size` examples of that ledger, so the ranks agree on each step's composition (and on its
+size, the mean's denominator) while holding unequal shares of it.
+"""
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -16,47 +23,73 @@ class Step:
     total: int          # examples in this step across all ranks (the mean's denominator)
 
 
-def _cat(parts: List[Optional[torch.Tensor]], like: List[torch.Tensor]) -> Optional[torch.Tensor]:
-    if all(p is None for p in parts):
-        return None
-    filled = [p if p is not None else torch.ones(len(l), device=l.device) for p, l in zip(parts, like)]
-    return filled[0] if len(filled) == 1 else torch.cat(filled)
-
-
 class BackpropQueue:
-    """FIFO of (index, input, label, weight) cut into steps of exactly `batch_size` examples.
+    """FIFO of (index, input, label, weight). Sizes are host integers (known from tensor shapes
+    and gathered counts), so deciding when to step never syncs."""
 
-    Sizes are host integers (known from tensor shapes), so deciding when to step never syncs.
-    """
-
-    def __init__(self, batch_size: int):
+    def __init__(self, batch_size: int, rank: int = 0):
         self.batch_size = batch_size
+        self.rank = rank
         self.parts: List[tuple] = []
-        self.size = 0
+        self.local = 0
+        self.ledger: deque = deque()     # [rank, count] segments, oldest first
+        self.size = 0                    # examples waiting on all ranks
 
     def __len__(self) -> int:
         return self.size
 
-    def push(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor]) -> None:
+    def push(self, idx: torch.Tensor, x: torch.Tensor, y: torch.Tensor, w: Optional[torch.Tensor],
+             counts: Optional[Sequence[int]] = None) -> None:
+        """Queue this rank's chosen examples; `counts` are every rank's kept counts for the chunk
+        (default: this rank alone)."""
         if idx.numel():
             self.parts.append((idx, x, y, w))
-            self.size += idx.numel()
+            self.local += idx.numel()
+        for r, n in enumerate(counts if counts is not None else [idx.numel()]):
+            if n:
+                self.ledger.append([r, int(n)])
+                self.size += int(n)
 
-    def _take(self, n: int) -> Step:
+    def _plan(self, total: int) -> int:
+        """Take `total` examples off the ledger; return how many are this rank's."""
+        mine, need = 0, total
+        while need:
+            seg = self.ledger[0]
+            take = min(need, seg[1])
+            mine += take if seg[0] == self.rank else 0
+            seg[1] -= take
+            need -= take
+            if seg[1] == 0:
+                self.ledger.popleft()
+        self.size -= total
+        return mine
+
+    def _take_local(self, n: int) -> Optional[tuple]:
+        if n == 0:
+            return None
         if len(self.parts) == 1 and self.parts[0][0].numel() == n:
-            idx, x, y, w = self.parts.pop()
+            part = self.parts.pop()
         else:
             cols = list(zip(*self.parts))
             idx, x, y = (torch.cat(c) for c in cols[:3])
-            w = _cat(list(cols[3]), list(cols[0]))
-            rest = idx.numel() - n
-            self.parts = [(idx[n:], x[n:], y[n:], None if w is None else w[n:])] if rest else []
-            idx, x, y, w = idx[:n], x[:n], y[:n], None if w is None else w[:n]
-        self.size -= n
-        return Step(idx, x, y, w, n)
+            ws = [w if w is not None else torch.ones(len(i), device=i.device) for w, i in zip(cols[3], cols[0])]
+            w = None if all(v is None for v in cols[3]) else torch.cat(ws)
+            rest = idx[n:], x[n:], y[n:], None if w is None else w[n:]
+            self.parts = [rest] if rest[0].numel() else []
+            part = (idx[:n], x[:n], y[:n], None if w is None else w[:n])
+        self.local -= n
+        return part
+
+    def _take(self, total: int) -> Step:
+        mine = self._plan(total)
+        part = self._take_local(mine)
+        if part is None:
+            return Step(torch.empty(0, dtype=torch.long), torch.empty(0), torch.empty(0, dtype=torch.long),
+                        None, total)
+        return Step(*part, total)
 
     def pop(self) -> Optional[Step]:
-        """The next full batch, or None while fewer than batch_size examples wait."""
+        """The next full global batch, or None while fewer than batch_size examples wait."""
         return self._take(self.batch_size) if self.size >= self.batch_size else None
 
     def flush(self) -> Optional[Step]:
@@ -64,12 +97,16 @@ class BackpropQueue:
         return self._take(self.size) if self.size else None
 
     def state_dict(self) -> dict:
-        step = self._take(self.size) if self.size else None
-        if step is not None:
-            self.push(step.idx, step.x, step.y, step.w)
-        return {"parts": [] if step is None else [(step.idx, step.x, step.y, step.w)]}
+        part = self._take_local(self.local) if self.local else None
+        if part is not None:
+            self.parts = [part]
+            self.local = part[0].numel()
+        return {"parts": [] if part is None else [part], "ledger": [list(s) for s in self.ledger]}
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
-        self.parts, self.size = [], 0
+        self.parts, self.local = [], 0
         for idx, x, y, w in state["parts"]:
-            self.push(idx.to(device), x.to(device), y.to(device), None if w is None else w.to(device))
+            self.parts.append((idx.to(device), x.to(device), y.to(device), None if w is None else w.to(device)))
+            self.local += idx.numel()
+        self.ledger = deque([list(s) for s in state.get("ledger", [])])
+        self.size = sum(s[1] for s in self.ledger)

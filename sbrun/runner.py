@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from . import checkpoint as ckpt
 from . import records
 from .config import Config, ConfigError, to_dict, validate
-from .distributed import Collective
+from .distributed import Collective, local_rank
 from .engine import RESUMABLE_KEYS, StopRequested, Trainer, check_compatible, resolve_device, run_params
 
 log = logging.getLogger("sbrun")
@@ -65,9 +65,10 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
         # A continuation keeps the overrides the run was started with (they identify it in tables).
         overrides = previous.get("overrides") or overrides
     trainer = None
-    main = dist is None or dist.rank == 0
+    device = resolve_device(cfg.device, local_rank())
+    dist = dist or Collective.from_env(device)
+    main = dist.rank == 0
     try:
-        device = resolve_device(cfg.device)
         trainer = Trainer(cfg, run_dir, device, dist, overrides)
         latest = ckpt.latest(run_dir)
         if latest is not None:

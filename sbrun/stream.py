@@ -84,9 +84,12 @@ class TensorStream:
         if state is not None:
             self._aug_gen.set_state(state)
 
-    def chunks(self, size: int) -> Iterator[Chunk]:
-        perm = torch.randperm(len(self), generator=self._order_gen, device=self.device)
-        for idx in self.shard[perm].split(size):
+    def chunks(self, size: int, count: Optional[int] = None) -> Iterator[Chunk]:
+        """The epoch's chunks of `size` indices; `count` pads with empty chunks (multi-rank runs,
+        where every rank must walk the same number of chunks)."""
+        order = self.shard[torch.randperm(len(self), generator=self._order_gen, device=self.device)]
+        for c in range(count if count is not None else self.num_chunks(size)):
+            idx = order[c * size:(c + 1) * size]
             yield Chunk(idx, lambda pos, idx=idx: self.fetch(idx if pos is None else idx[pos]))
 
     def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -136,18 +139,25 @@ class LoaderStream:
     def num_chunks(self, size: int) -> int:
         return math.ceil(len(self) / size)
 
-    def chunks(self, size: int) -> Iterator[Chunk]:
+    def chunks(self, size: int, count: Optional[int] = None) -> Iterator[Chunk]:
         g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
         order = self.shard[torch.randperm(len(self), generator=g)].tolist()
         loader = DataLoader(self.dataset, batch_size=size, sampler=order, num_workers=self.num_workers,
                             pin_memory=self.device.type == "cuda",
                             generator=torch.Generator().manual_seed(
                                 derive_seed(self.seed, "workers", self.epoch)))
+        yielded = 0
         for idx, x, y in loader:
             idx = idx.to(self.device, non_blocking=True)
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             y = y.to(self.device, non_blocking=True)
+            yielded += 1
             yield Chunk(idx, lambda pos, x=x, y=y: (x, y) if pos is None else (x[pos], y[pos]))
+        shape = self.dataset.train.images.shape[1:]
+        for _ in range((count or yielded) - yielded):
+            empty = torch.empty(0, *shape, device=self.device)
+            yield Chunk(torch.empty(0, dtype=torch.long, device=self.device),
+                        lambda pos, e=empty: (e, torch.empty(0, dtype=torch.long, device=self.device)))
 
 
 def eval_batches(test: ImageSet, aug: Augmenter, size: int, device: torch.device,

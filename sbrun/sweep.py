@@ -8,14 +8,19 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .merge import NoRunsError, write_sweep_outputs
+from .merge import NoRunsError, sweep_report, write_sweep_outputs
 
 log = logging.getLogger("sbrun")
+
+# The latest sweep's report in this process; `sbrun` exits non-zero when it lists failed jobs.
+last_report = None
 
 
 class MergeRunsCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global last_report
         sweep_dir = Path(config.hydra.sweep.dir)
+        last_report = sweep_report(sweep_dir)
         try:
             df = write_sweep_outputs(sweep_dir)
         except NoRunsError as err:

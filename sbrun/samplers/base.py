@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional, Type
 import torch
 
 from ..config import SamplerConfig
+from ..distributed import Collective
 
 
 class Need(enum.Enum):
@@ -44,11 +45,13 @@ class Selection:
 class Sampler:
     """Default behaviour: Traditional training (backprop everything, never look at losses)."""
 
-    def __init__(self, cfg: SamplerConfig, n_train: int, batch_size: int, device: torch.device):
+    def __init__(self, cfg: SamplerConfig, n_train: int, batch_size: int, device: torch.device,
+                 dist: Optional[Collective] = None):
         self.cfg = cfg
         self.n_train = n_train
-        self.batch_size = batch_size
+        self.batch_size = batch_size    # this rank's share of a backprop batch
         self.device = device
+        self.dist = dist or Collective.single()
 
     def chunk_size(self, select_size: int) -> int:
         return select_size
@@ -99,6 +102,6 @@ def register(*names: str) -> Callable[[Type[Sampler]], Type[Sampler]]:
 register("traditional")(Sampler)
 
 
-def build_sampler(cfg: SamplerConfig, n_train: int, batch_size: int,
-                  device: torch.device) -> Sampler:
-    return SAMPLERS[cfg.name](cfg, n_train, batch_size, device)
+def build_sampler(cfg: SamplerConfig, n_train: int, batch_size: int, device: torch.device,
+                  dist: Optional[Collective] = None) -> Sampler:
+    return SAMPLERS[cfg.name](cfg, n_train, batch_size, device, dist)

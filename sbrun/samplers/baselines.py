@@ -73,6 +73,8 @@ class ComposerSB(TopK):
     def select(self, losses, n: int, ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
+        if n == 0:
+            return Selection(torch.empty(0, dtype=torch.long, device=self.device))
         return Selection(rules.rank_select(losses, self.keep, ctx.generator))
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +96,8 @@ class Kath18(Sampler):
     forwards' losses grouped into pools of B, so the uniform phase costs no extra forwards.
     """
 
-    def __init__(self, cfg, n_train, batch_size, device):
-        super().__init__(cfg, n_train, batch_size, device)
+    def __init__(self, cfg, n_train, batch_size, device, dist=None):
+        super().__init__(cfg, n_train, batch_size, device, dist)
         self.pool = cfg.pool_factor * batch_size
         self.tau_th = cfg.tau_th if cfg.tau_th is not None else rules.tau_threshold(self.pool, batch_size)
         self.active = not cfg.variable_start
@@ -121,6 +123,8 @@ class Kath18(Sampler):
     def select(self, losses, n: int, ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
+        if n == 0:
+            return Selection(torch.empty(0, dtype=torch.long, device=self.device))
         self._update_estimate(losses)
         probs = rules.loss_proportional(losses)
         # A full pool yields one batch; the epoch's last, smaller pool keeps the same ratio.
@@ -143,7 +147,8 @@ class Kath18(Sampler):
                 self._filled = 0
 
     def end_epoch(self, epoch: int) -> Dict[str, float]:
-        estimate = float(self.vr_ema)
+        # Ranks average their estimates so that they all start importance sampling together.
+        estimate = float(self.dist.all_mean(self.vr_ema))
         if not self.active and self.updates > 0 and estimate > self.tau_th:
             self.active = True
         return {"vr_estimate": estimate, "is_active": float(self.active)}

@@ -89,8 +89,8 @@ def tau_threshold(pool: int, batch: int) -> float:
 # --- Deterministic and rank-based in-batch selection -------------------------------------------
 
 def kept_count(n: int, keep: float) -> int:
-    """int(keep * n) as in Composer, but never fewer than one example."""
-    return max(1, int(keep * n))
+    """int(keep * n) as in Composer, but never fewer than one example of a non-empty batch."""
+    return max(1, int(keep * n)) if n else 0
 
 
 def topk_positions(losses: torch.Tensor, k: int) -> torch.Tensor:

@@ -55,8 +55,8 @@ class SelectiveBackprop(Sampler):
     last training forward if it was backpropagated since) drives the same rule.
     """
 
-    def __init__(self, cfg, n_train, batch_size, device):
-        super().__init__(cfg, n_train, batch_size, device)
+    def __init__(self, cfg, n_train, batch_size, device, dist=None):
+        super().__init__(cfg, n_train, batch_size, device, dist)
         self.history = LossHistory(cfg.history, device)
 
     def describe(self):
@@ -72,7 +72,8 @@ class SelectiveBackprop(Sampler):
     def select(self, losses: Optional[torch.Tensor], n: int, ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
-        self.history.append(losses)
+        # Every rank appends every rank's losses: one global window, so percentiles are global.
+        self.history.append(self.dist.gather_cat(losses))
         probs = rules.sb_probabilities(losses, self.history.window(), self.cfg.beta, self.cfg.min_prob)
         pos = rules.bernoulli_keep(probs, ctx.generator).nonzero().squeeze(1)
         weight = rules.bernoulli_weights(probs)[pos] if self.cfg.reweight else None
