@@ -17,6 +17,7 @@ from typing import List, Optional
 
 PROG = "sbrun-plot"
 FORMATS = ("png", "pdf", "svg")
+TABLES = "tables"   # --only tables: the tables and runs.csv, no figure
 
 
 class UsageError(ValueError):
@@ -53,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target-k", default="1.1,1.2,1.4",
                    help="speedup-table targets as multiples of Traditional's final error; the middle one "
                         "is also the time-breakdown and selectivity target (default: 1.1,1.2,1.4)")
-    p.add_argument("--only", metavar="NAMES", help="comma-separated figure names to draw (default: all)")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated figure names to draw (default: all); "
+                                                   "'tables' alone draws no figure (tables are always written)")
     return p
 
 
@@ -74,10 +76,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     from . import merge, records
     from .plots import report
 
-    if only:
+    if only is not None:
+        only = [n for n in only if n != TABLES]
         unknown = [n for n in only if n not in report.FIGURES]
         if unknown:
-            return fail(f"unknown figure(s) {', '.join(unknown)}; allowed: {', '.join(report.FIGURES)}", 2)
+            return fail(f"unknown figure(s) {', '.join(unknown)}; allowed: {', '.join(report.FIGURES)}, {TABLES}", 2)
     try:
         df = merge.merge_runs(args.paths)
     except merge.NoRunsError as err:

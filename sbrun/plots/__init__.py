@@ -27,7 +27,9 @@ def per_run(run_dir) -> List[Path]:
     if df.empty:
         return []
     label = style.config_labels(data.configs(df))
-    title = f"{next(iter(label.values()))}: {data.describe_group(df.iloc[0])}, seed {df['seed'].iloc[0]}"
+    first = df.iloc[0]
+    title = (f"{next(iter(label.values()))}, {data.noise_title(first['label_noise'])}, seed {first['seed']}\n"
+             f"{data.experiment_title(first)}")
     fig, (ax,) = style.new_figure(1)
     curves.draw_curves(ax, df, "train_time_s")
     curves.error_axis(ax, df)

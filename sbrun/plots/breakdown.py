@@ -75,13 +75,13 @@ def time_breakdown(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
             ax.set_xticks(pos, [labels[c] for c in table.index], rotation=30, ha="right", fontsize="small")
             ax.set_ylabel("training time to target (s)")
             ax.set_ylim(0, bottom.max() * 1.2 if len(bottom) and bottom.max() > 0 else 1)
-            ax.set_title(f"{data.describe_group(rows.iloc[0])}\ntarget {100 * target:.2f}% test error "
+            ax.set_title(f"{data.noise_title(noise)}\ntarget {100 * target:.2f}% test error "
                          f"({rule})", fontsize="medium")
             ax.grid(alpha=0.3, axis="y")
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles[::-1], names[::-1], loc="outside right center", fontsize="small")
-        fig.suptitle("Where training time goes until the target error\n(paper Fig. 1/10; mean over seeds)",
-                     fontsize="medium")
+        fig.suptitle("Where training time goes until the target error (paper Fig. 1/10; mean over seeds)\n"
+                     + data.experiment_title(exp.iloc[0]), fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"time_breakdown{suffix}", formats)
     if not written:
         raise NotSupported("no runs")

@@ -78,11 +78,11 @@ def _error_figure(df: pd.DataFrame, out_dir: Path, formats: Sequence[str], x: st
             draw_curves(ax, rows, x, styles=styles)
             error_axis(ax, rows)
             ax.set_xlabel(X_AXES[x])
-            ax.set_title(data.describe_group(rows.iloc[0]), fontsize="medium")
+            ax.set_title(data.noise_title(noise), fontsize="medium")
             style.legend(ax)
         if extra is not None:
             extra(axes[-1], panels, styles)
-        fig.suptitle(f"{title}\n{BAND_NOTE}", fontsize="medium")
+        fig.suptitle(f"{title}\n{data.experiment_title(panels[0][1].iloc[0])}\n{BAND_NOTE}", fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"{name}{suffix}", formats)
     if not written:
         raise NotSupported(why or "no runs with test errors")
@@ -206,7 +206,6 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
             ax.set_xlabel("selectivity: expected backprop fraction 1/(1+β) (%)")
             ax.grid(alpha=0.3)
             style.legend(ax)
-        fig.suptitle(f"Selectivity sweep (paper Fig. 13), {data.describe_group(shown.iloc[0], with_noise=False)}",
-                     fontsize="medium")
+        fig.suptitle(f"Selectivity sweep (paper Fig. 13)\n{data.experiment_title(shown.iloc[0])}", fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"selectivity{suffix}", formats)
     return written

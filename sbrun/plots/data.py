@@ -17,6 +17,7 @@ interpolation between seeds whose clocks differ.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
@@ -194,13 +195,23 @@ def split(df: pd.DataFrame, key: str) -> List[tuple[str, pd.DataFrame]]:
     return [(k, df[df[key] == k]) for k in dict.fromkeys(df[key])]
 
 
+def experiment_title(r) -> str:
+    """'mnist / cnn' plus the experiment's extra overrides on wrapped lines, for figure titles."""
+    head = f"{r['dataset']} / {r['model']}"
+    return head + ("\n" + textwrap.fill(str(r["setting"]), 90) if r.get("setting") else "")
+
+
+def noise_title(noise) -> str:
+    return f"label noise {style.pct(noise)}"
+
+
 def describe_group(r, with_noise: bool = True) -> str:
     """A short title for the experiment or group of a row: 'mnist / cnn, noise 10%'."""
     parts = [f"{r['dataset']} / {r['model']}"]
     if r.get("setting"):
         parts.append(str(r["setting"]))
     if with_noise:
-        parts.append(f"label noise {style.pct(r['label_noise'])}")
+        parts.append(noise_title(r["label_noise"]))
     return ", ".join(parts)
 
 

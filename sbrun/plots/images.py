@@ -89,18 +89,22 @@ def extremes_figure(extremes, title: str, n: int = 16, ncols: int = 8):
 
 
 def selected_images(df, out_dir, formats=("png",), n: int = 16) -> List[Path]:
-    """Paper Fig. 2: one grid per configuration (its lowest seed), for samplers whose counts vary."""
+    """Paper Fig. 2: one grid per configuration (its lowest seed), for samplers whose counts vary.
+    Files: selected_images_<configuration>[_noise<rate>][_<experiment>]."""
     df = data.prepare(df)
-    cfgs = data.configs(df)
-    labels = style.config_labels(cfgs)
     written = []
-    for _, cfg in cfgs.iterrows():
-        ex = load_extremes(cfg["run"])
-        if ex is None:
-            continue
-        title = f"{labels[cfg['config']]}: {data.describe_group(cfg)}, seed {cfg['seed']}"
-        fig = extremes_figure(ex, title, n)
-        written += style.save(fig, Path(out_dir) / f"selected_images_{style.slug(labels[cfg['config']])}", formats)
+    for suffix, exp in data.per_experiment(df):
+        cfgs = data.configs(exp)
+        labels = style.config_labels(cfgs, within="group")
+        for _, cfg in cfgs.iterrows():
+            ex = load_extremes(cfg["run"])
+            if ex is None:
+                continue
+            label, noise = labels[cfg["config"]], cfg["label_noise"]
+            title = f"{label}, {data.noise_title(noise)}, seed {cfg['seed']}\n{data.experiment_title(cfg)}"
+            noisy = f"_noise{style.slug(style.pct(noise))}" if noise and noise > 0 else ""
+            written += style.save(extremes_figure(ex, title, n),
+                                  Path(out_dir) / f"selected_images_{style.slug(label)}{noisy}{suffix}", formats)
     if not written:
         raise NotSupported("no run with extremes.npz whose backprop counts vary (Traditional's do not)")
     return written
@@ -147,11 +151,11 @@ def selection_counts(df, out_dir, formats=("png",)) -> List[Path]:
                     _count_line(ax, noisy, top, color=colour, lw=1.2, ls="--", label=f"{labels[cfg]}: mislabeled only")
             ax.set_xlabel("times backpropagated during the run (per training example)")
             ax.set_ylabel("training examples (%)")
-            ax.set_title(data.describe_group(rows.iloc[0]), fontsize="medium")
+            ax.set_title(data.noise_title(noise), fontsize="medium")
             ax.grid(alpha=0.3)
             style.legend(ax)
         fig.suptitle("Per-example selection counts (lowest seed of each configuration;\n"
-                     "samplers that backpropagate every example equally often, like Traditional, are omitted)",
-                     fontsize="medium")
+                     "samplers that backpropagate every example equally often, like Traditional, are omitted)\n"
+                     + data.experiment_title(exp.iloc[0]), fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"selection_counts{suffix}", formats)
     return written

@@ -61,7 +61,7 @@ def loss_cdf(df, out_dir, formats=("png",)) -> List[Path]:
     """Paper Fig. 3: one panel per configuration (its lowest seed), one CDF per snapshot epoch."""
     df = data.prepare(df)
     cfgs = data.configs(df)
-    labels = style.config_labels(cfgs)
+    labels = style.config_labels(cfgs, within="group")
     snaps = {c: s for c, s in ((cfg["config"], load_snapshots(cfg["run"])) for _, cfg in cfgs.iterrows()) if s}
     if not snaps:
         raise NotSupported("no run has loss_snapshots.npz (config key loss_snapshots > 0)")
@@ -82,10 +82,11 @@ def loss_cdf(df, out_dir, formats=("png",)) -> List[Path]:
             ax.set_xscale("log")
             ax.set_xlabel("per-example loss (cross-entropy, nats)")
             ax.set_ylabel("fraction of training examples")
-            ax.set_title(f"{labels[cfg['config']]}\n{data.describe_group(cfg)}, seed {cfg['seed']}",
+            ax.set_title(f"{labels[cfg['config']]}\n{data.noise_title(cfg['label_noise'])}, seed {cfg['seed']}",
                          fontsize="small")
             ax.grid(alpha=0.3)
             style.legend(ax, loc="upper left")
-        fig.suptitle("CDF of the most recent per-example losses (paper Fig. 3)", fontsize="medium")
+        fig.suptitle("CDF of the most recent per-example losses (paper Fig. 3)\n" + data.experiment_title(exp.iloc[0]),
+                     fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"loss_cdf{suffix}", formats)
     return written

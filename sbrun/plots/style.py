@@ -84,13 +84,19 @@ def _extra(col: str, prefix: str, v) -> str:
     return f"{prefix}={v}" if prefix else str(v)
 
 
-def config_labels(configs) -> Dict[str, str]:
+def config_labels(configs, within: str | None = None) -> Dict[str, str]:
     """Legend label per configuration key, for the configurations one figure shows.
 
     `configs` has one row per configuration (columns config, sampler, beta, ...). Columns such
-    as label_noise or lr are named only where they vary among these rows, so a legend says what
-    tells its curves apart and nothing more.
+    as label_noise or lr are named only where they vary among these rows (or, with `within`,
+    among the rows sharing that column's value, e.g. one group), so a label says what tells its
+    configuration apart and nothing more.
     """
+    if within is not None:
+        out = {}
+        for _, part in configs.groupby(within, sort=False):
+            out.update(config_labels(part))
+        return out
     varying = [(c, p) for c, p in EXTRA_LABEL_COLUMNS
                if c in configs.columns and configs[c].astype(str).nunique() > 1]
     out = {}

@@ -43,10 +43,10 @@ def speedup_table(df: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, x: str = "
     curves = data.mean_curve(df, x)
     finals = data.config_final_error(df)
     rows = []
+    labels = style.config_labels(cfgs, within="group")
     for group, members in cfgs.groupby("group", sort=False):
         if group not in base.index:
             continue
-        labels = style.config_labels(members)
         base_cfgs = members.loc[members["sampler"] == data.BASELINE, "config"]
         base_curve = curves[curves["config"].isin(base_cfgs)]
         if base_cfgs.nunique() > 1:
@@ -104,7 +104,7 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
     measured backprop fraction (mean over seeds; errors as fractions)."""
     df = data.prepare(df)
     cfgs = data.configs(df)
-    labels = style.config_labels(cfgs)
+    labels = style.config_labels(cfgs, within="group")   # the noise has its own column
     last = df.groupby("run").last()
     per_run = pd.DataFrame({"config": last["config"], "final_error": last["test_error"],
                             "best_error": df.groupby("run")["test_error"].min()})
