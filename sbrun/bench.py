@@ -76,7 +76,7 @@ def per_example_costs(trainer: Trainer, reps: int) -> Dict[str, float]:
 
     def train_step():
         trainer.net.train()
-        loss = trainer._losses(trainer.net, xb, yb).mean()
+        loss = trainer._losses("train", xb, yb).mean()
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.optimizer.step()

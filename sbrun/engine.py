@@ -173,15 +173,19 @@ class Trainer:
         # module, whose weights are identical on every rank, so they need no collectives.
         self.net = self.dist.wrap(self.model)
         self.scorer = self.model
+        # With compile=true, full training batches and full selection chunks run compiled graphs of
+        # one fixed shape each (built by the warm-up); the odd-sized final flush or last chunk and
+        # the evaluation run eagerly, so nothing recompiles inside a timed epoch.
+        self.compiled = {}
         if cfg.compile:
-            self.net = torch.compile(self.net)
-            self.scorer = self.net if not self.dist.active else torch.compile(self.model)
+            self.compiled = {"train": torch.compile(self.net), "select": torch.compile(self.scorer)}
         o = cfg.optim
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          nesterov=o.nesterov, weight_decay=o.weight_decay)
         # Batch sizes are global; each rank holds its share of every selection chunk.
         self.local_batch = self.dist.local_size(cfg.batch_size)
         self.sampler = build_sampler(cfg.sampler, self.n, self.local_batch, device, self.dist)
+        self.chunk = self.sampler.chunk_size(self.dist.local_size(cfg.select_size))
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.precision == "bf16" and device.type == "cuda" else nullcontext())
         self.timer = PhaseTimer(device)
@@ -211,7 +215,14 @@ class Trainer:
 
     # --- one chunk, one step ---------------------------------------------------------------------
 
-    def _losses(self, net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _losses(self, kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example losses from the training ("train") or selection ("select") network."""
+        net = self.net if kind == "train" else self.scorer
+        full = self.local_batch if kind == "train" else self.chunk
+        if kind in self.compiled and x.shape[0] == full:
+            net = self.compiled[kind]
+            if x.storage_offset():      # a view into the queue: give the graph a fresh tensor
+                x = x.clone()
         with self.autocast:
             out = net(x)
         return F.cross_entropy(out.float(), y, reduction="none")
@@ -219,7 +230,7 @@ class Trainer:
     def _select_forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.scorer.eval()
         with torch.inference_mode():
-            return self._losses(self.scorer, self.sampler.transform(x), y).clone()
+            return self._losses("select", self.sampler.transform(x), y).clone()
 
     def _train_step(self, step: Step, state: EpochState) -> None:
         cfg, t = self.cfg, self.timer
@@ -230,7 +241,7 @@ class Trainer:
             return self._empty_step()
         self.net.train()
         with t.phase("train_fwd"):
-            losses = self._losses(self.net, step.x, step.y)
+            losses = self._losses("train", step.x, step.y)
             weighted = losses if step.w is None else losses * step.w
             # Sum / global count (times world size, which DDP's gradient averaging divides out)
             # gives the mean over every example of the step, however the ranks split it.
@@ -259,7 +270,7 @@ class Trainer:
         all-reduce, with a zero-weighted dummy forward in eval mode (no batch-norm update)."""
         self.net.eval()
         x = torch.zeros((1, *self.input_shape), device=self.device).contiguous(memory_format=self.memory_format)
-        loss = self._losses(self.net, x, torch.zeros(1, dtype=torch.long, device=self.device)).sum() * 0.0
+        loss = self._losses("train", x, torch.zeros(1, dtype=torch.long, device=self.device)).sum() * 0.0
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -324,7 +335,7 @@ class Trainer:
             self.stream.set_generator_state(state.gen_states.get("augment"))
         if cfg.schedule.by == "epochs":
             self._set_lr(epoch)
-        size = self.sampler.chunk_size(self.dist.local_size(cfg.select_size))
+        size = self.chunk
         n_chunks = self.dist.num_chunks(self.n, size)
         self.timer.start_epoch()
         bar = tqdm(total=n_chunks, initial=state.chunk, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -558,17 +569,18 @@ class Trainer:
                                   **{k: v.numpy() for k, v in self.snapshots.items()})
 
     def _warmup_compile(self) -> None:
-        """Compile the train and eval graphs outside the timed epochs, then undo the side effects."""
-        if not self.cfg.compile or self.epoch > 0:
+        """Build the compiled train and selection graphs outside the timed epochs, then undo
+        the side effects (weights, batch-norm statistics, gradients)."""
+        if not self.compiled or self.epoch > 0:
             return
         t0 = time.perf_counter()
         saved = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.stream.start_epoch(-1)
-        x, y = next(iter(self.stream.chunks(self.cfg.batch_size))).images()
+        x, y = next(iter(self.stream.chunks(max(self.chunk, self.local_batch)))).images()
         self.net.train()
-        self._losses(self.net, x, y).mean().backward()
+        self._losses("train", x[:self.local_batch], y[:self.local_batch]).sum().backward()
         self.optimizer.zero_grad(set_to_none=True)
-        self._select_forward(x, y)
+        self._select_forward(x[:self.chunk], y[:self.chunk])
         self.model.load_state_dict(saved)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
