@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from . import augment
-from .config import Config, ConfigError
+from .config import ConfigError
+from .datasets import DataError
 from .engine import Trainer, resolve_device
 from .models import build_model
 from .records import atomic_write, environment
@@ -298,9 +299,9 @@ def main(argv=None) -> None:
     base = PRESETS[preset] + [f"data_dir={args.data_dir}"] + args.overrides
     try:
         df = run_bench(base, args.repeats, args.cost_reps, args.loader_workers, args.out)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"sbrun-bench: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(2) from None
     print()
     print(to_markdown(df))
     print(f"written: {args.out / 'bench.csv'}, {args.out / 'bench.md'}")

@@ -257,7 +257,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     except StopRequested as err:
         log.warning("%s", err)
         _pass_on(err.signum)
-        raise SystemExit(EXIT_STOPPED)
+        raise SystemExit(EXIT_STOPPED) from None
     except USER_ERRORS as err:
         code = EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILED
         if multirun:    # the job's summary.json records the failure; the sweep goes on
