@@ -9,14 +9,15 @@ import pytest
 
 from sbrun.plots import breakdown, data, style, tables
 
-HEADER = "run,status,dataset,model,sampler,beta,staleness,selectivity,label_noise,seed,batch_size,epochs,lr,epoch,train_time_s,backprops,test_error\n"
+HEADER = ("run,status,dataset,model,sampler,beta,staleness,selectivity,label_noise,seed,batch_size,epochs,lr,"
+          "epoch,train_time_s,backprops,test_error\n")
 
 
 def _rows(run, sampler, beta, staleness, sel, noise, seed, times, errors):
     b = "" if beta is None else beta
     n = "" if staleness is None else staleness
-    return "".join(f"{run},finished,toy,cnn,{sampler},{b},{n},{sel},{noise},{seed},128,4,0.1,{e + 1},{t},{100 * (e + 1)},{err}\n"
-                   for e, (t, err) in enumerate(zip(times, errors)))
+    return "".join(f"{run},finished,toy,cnn,{sampler},{b},{n},{sel},{noise},{seed},128,4,0.1,"
+                   f"{e + 1},{t},{100 * (e + 1)},{err}\n" for e, (t, err) in enumerate(zip(times, errors)))
 
 
 # Traditional, 2 seeds: mean times 10/20/30/40 s, mean errors .5/.13/.115/.10, final error .10.

@@ -8,7 +8,7 @@ the worst configuration's best mean error. The figure title says which target wa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pandas as pd

@@ -47,7 +47,7 @@ def error_axis(ax, rows: pd.DataFrame, y: str = "test_error") -> None:
     v = rows[y].to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 4:
-        style.log_y(ax)
+        style.log_axis(ax, "y")
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3, which="both")
 

@@ -3,11 +3,10 @@ of per-example backprop counts. Read from extremes.npz and selection_counts.csv.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .. import records
@@ -80,7 +79,7 @@ def load_extremes(run_dir: Path):
 
 def extremes_figure(extremes, title: str, n: int = 16, ncols: int = 8):
     """A Figure with the most/least-selected grid (paper Fig. 2) under `title`."""
-    fig = Figure()
+    fig = style.agg_figure()
     ax = fig.add_axes((0, 0, 1, 1))
     height = draw_extremes(ax, extremes, n, ncols)
     fig.set_size_inches(1.1 * ncols, 1.1 * height + 0.3)

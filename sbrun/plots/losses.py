@@ -7,6 +7,7 @@ from typing import Iterable, List
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 
 from .. import records
 from ..samplers import rules
@@ -74,12 +75,12 @@ def loss_cdf(df, out_dir, formats=("png",)) -> List[Path]:
         fig, axes = style.new_figure(len(shown), ncols=min(len(shown), 4), panel_size=(4.2, 3.3))
         for ax, (_, cfg) in zip(axes, shown.iterrows()):
             epochs = snaps[cfg["config"]]
-            cmap = style.matplotlib.colormaps["viridis"]
+            cmap = colormaps["viridis"]
             for j, (epoch, losses) in enumerate(epochs.items()):
                 x = np.sort(np.maximum(losses, LOSS_FLOOR))
                 y = np.arange(1, len(x) + 1) / len(x)
                 ax.plot(x, y, color=cmap(j / max(1, len(epochs) - 1)), label=f"epoch {epoch}")
-            ax.set_xscale("log")
+            style.log_axis(ax, "x")
             ax.set_xlabel("per-example loss (cross-entropy, nats)")
             ax.set_ylabel("fraction of training examples")
             ax.set_title(f"{labels[cfg['config']]}\n{data.noise_title(cfg['label_noise'])}, seed {cfg['seed']}",

@@ -1,7 +1,8 @@
 """Names, colours, legend labels and saving, shared by every figure.
 
-Figures are built on bare `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state), so
-plotting works headless, in threads and inside a training process alike.
+Figures are bare `matplotlib.figure.Figure` objects on an explicit Agg canvas: no pyplot, no
+global backend switch, so plotting works headless, inside a training process, and next to a
+notebook's own backend without touching it.
 """
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import re
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
-matplotlib.use("Agg")  # before anything imports pyplot; figures here never need a display
+from .. import records
 
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import LogFormatter  # noqa: E402
 
-from .. import records  # noqa: E402
+def agg_figure(**kwargs) -> Figure:
+    """A Figure attached to an Agg canvas (what every figure here is drawn on)."""
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
 
 # Display names and base colours, in the order configurations are listed in legends and tables.
 FAMILIES = {
@@ -133,7 +139,7 @@ def new_figure(n_panels: int = 1, ncols: int | None = None, panel_size=(5.0, 3.6
     """A Figure with a grid of n_panels axes (row-major); returns (fig, list of axes)."""
     ncols = ncols or min(n_panels, 3)
     nrows = max(1, math.ceil(n_panels / ncols))
-    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    fig = agg_figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
     axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
     return fig, axes
 
@@ -158,10 +164,12 @@ class PlainLogFormatter(LogFormatter):
         return f"{x:g}"
 
 
-def log_y(ax) -> None:
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(PlainLogFormatter())
-    ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6)))
+def log_axis(ax, which: str = "y") -> None:
+    """Log scale with plain tick labels; minor ticks are labelled only on short spans."""
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
 
 
 def legend(ax, **kw) -> None:
