@@ -3,8 +3,9 @@
 #
 #   bash scripts/mini/run_all.sh            # from anywhere; writes results/mini/
 #
-# Expected run time on an otherwise idle 2-core CPU: about 16 minutes (17 runs of 10 epochs on a
-# 15k-example MNIST subset, about 14 min of training and evaluation, plus start-up and plotting).
+# Expected run time on an otherwise idle 2-core CPU: about 15 minutes, estimated from measured
+# per-epoch costs (17 runs x 10 epochs on a 15k-example subset: ~11 min of training, ~3 min of
+# per-epoch evaluation on 5k test images, ~1 min of start-up, and ~30 s of plotting).
 # Run it alone: a second PyTorch process on the same two cores slows both several-fold, and the
 # time-to-accuracy figures then measure the contention instead of the samplers.
 #
