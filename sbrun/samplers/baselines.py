@@ -10,6 +10,17 @@ from . import rules
 from .base import Ctx, Need, Sampler, Selection, register
 
 
+def _fraction_or_sbs(fraction, beta: float) -> float:
+    """A configured fraction, or (null) SB's expected fraction 1/(1+beta) at this beta."""
+    return fraction if fraction is not None else rules.expected_fraction(beta)
+
+
+def _describe_fraction(fraction, beta: float):
+    """beta identifies the configuration only when it sets the fraction."""
+    return {"beta": beta if fraction is None else None, "staleness": None,
+            "selectivity": _fraction_or_sbs(fraction, beta)}
+
+
 @register("random")
 class RandomSubset(Sampler):
     """Keep each example with a fixed probability (default 1/(1+beta), SB's expected fraction).
@@ -20,11 +31,10 @@ class RandomSubset(Sampler):
 
     @property
     def prob(self) -> float:
-        return self.cfg.prob if self.cfg.prob is not None else rules.expected_fraction(self.cfg.beta)
+        return _fraction_or_sbs(self.cfg.prob, self.cfg.beta)
 
     def describe(self):
-        return {"beta": self.cfg.beta if self.cfg.prob is None else None, "staleness": None,
-                "selectivity": self.prob}
+        return _describe_fraction(self.cfg.prob, self.cfg.beta)
 
     def select(self, losses, n: int, ctx: Ctx) -> Selection:
         if self.priming(ctx):
@@ -39,11 +49,10 @@ class TopK(Sampler):
 
     @property
     def keep(self) -> float:
-        return self.cfg.keep if self.cfg.keep is not None else rules.expected_fraction(self.cfg.beta)
+        return _fraction_or_sbs(self.cfg.keep, self.cfg.beta)
 
     def describe(self):
-        return {"beta": self.cfg.beta if self.cfg.keep is None else None, "staleness": None,
-                "selectivity": self.keep}
+        return _describe_fraction(self.cfg.keep, self.cfg.beta)
 
     def need(self, ctx: Ctx) -> Need:
         return Need.NONE if self.priming(ctx) else Need.FRESH
