@@ -6,7 +6,8 @@ Runs found at or below the PATHs are merged into OUTDIR/runs.csv (one row per ru
 every figure the runs support is written to OUTDIR (default: PATH/figures for the first PATH),
 with speedup.csv/.md (paper Table 1, also printed) and results.csv/.md. Figures the runs cannot
 support (no staleness sweep, no label noise, ...) are skipped with a note on stderr.
-Exit status: 0 done, 1 an output could not be written, 2 bad arguments or no runs (nothing written).
+Exit status: 0 done; 1 an output could not be written or a figure failed (the others are still
+written); 2 bad arguments or no runs (nothing written).
 """
 from __future__ import annotations
 
@@ -96,14 +97,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .plots import data
         df = data.attach_overrides(df)
         records.atomic_write(out / merge.RUNS_CSV, df.to_csv(index=False).encode())
-        written, notes, speedup_md = report.make_all(df, out, formats, ks, figures=figures)
+        result = report.make_all(df, out, formats, ks, figures=figures)
     except records.OutputError as err:
         return fail(str(err), 1)
-    for note in notes:
-        print(f"{PROG}: note: {note}", file=sys.stderr)
-    print(speedup_md)
-    print(f"{PROG}: {df['run'].nunique()} runs -> {len(written) + 1} files in {out}", file=sys.stderr)
-    return 0
+    for note in result.skipped:
+        print(f"{PROG}: note: skipped {note}", file=sys.stderr)
+    print(result.speedup_md)
+    print(f"{PROG}: {df['run'].nunique()} runs -> {len(result.written) + 1} files in {out}", file=sys.stderr)
+    for failure in result.failed:
+        print(f"{PROG}: error: figure {failure}", file=sys.stderr)
+    return 1 if result.failed else 0
 
 
 if __name__ == "__main__":

@@ -72,9 +72,20 @@ def test_figures_without_their_data_are_skipped_with_a_reason(runs, tmp_path):
     for fig in ("staleness", "label_noise", "selectivity"):
         with pytest.raises(NotSupported, match="needs"):
             report.FIGURES[fig](plain, tmp_path, ("png",))
-    written, notes, _ = report.make_all(plain, tmp_path / "out", ("png",))
-    assert {n.split(":")[0] for n in notes} == {"skipped staleness", "skipped label_noise", "skipped selectivity"}
-    assert (tmp_path / "out" / "time_to_accuracy.png").exists()
+    result = report.make_all(plain, tmp_path / "out", ("png",))
+    assert {n.split(":")[0] for n in result.skipped} == {"staleness", "label_noise", "selectivity"}
+    assert not result.failed
+    assert tmp_path / "out" / "time_to_accuracy.png" in result.written
+
+
+def test_a_failing_figure_does_not_cost_the_others(runs, tmp_path, monkeypatch, capsys, sweep):
+    def broken(df, out_dir, formats):
+        raise KeyError("boom")
+    monkeypatch.setitem(report.FIGURES, "loss_cdf", broken)
+    assert plot_cli.main([str(sweep), "-o", str(tmp_path), "--only", "loss_cdf,error_vs_epochs",
+                          "--format", "png"]) == 1
+    assert "sbrun-plot: error: figure loss_cdf: KeyError" in capsys.readouterr().err
+    assert_png(tmp_path / "error_vs_epochs.png")
 
 
 def test_mislabeled_examples_are_framed_in_red():
