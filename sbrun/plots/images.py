@@ -117,7 +117,7 @@ def _count_line(ax, counts: pd.Series, top: int, **kw) -> None:
 
 def selection_counts(df, out_dir, formats=("png",)) -> List[Path]:
     """Histogram of per-example backprop counts (lowest seed of each configuration), one panel
-    per noise rate; in noisy panels a dashed line shows the mislabeled examples alone."""
+    per noise rate; in noisy panels a thin line with crosses shows the mislabeled examples alone."""
     df = data.prepare(df)
     cfgs = data.configs(df)
     styles = style.colours(cfgs)
@@ -143,11 +143,12 @@ def selection_counts(df, out_dir, formats=("png",)) -> List[Path]:
             top = max(int(counts[c]["backprops"].max()) for c in shown["config"])
             for cfg in labels:
                 c = counts[cfg]
-                colour, _ = styles[cfg]
-                _count_line(ax, c["backprops"], top, color=colour, lw=1.5, label=labels[cfg])
+                colour, ls = styles[cfg]
+                _count_line(ax, c["backprops"], top, color=colour, ls=ls, lw=1.5, label=labels[cfg])
                 noisy = c.loc[c["noisy"] == 1, "backprops"]
-                if len(noisy):
-                    _count_line(ax, noisy, top, color=colour, lw=1.2, ls="--", label=f"{labels[cfg]}: mislabeled only")
+                if len(noisy):   # same style, thinner, crosses on the counts
+                    _count_line(ax, noisy, top, color=colour, ls=ls, lw=0.9, alpha=0.7, marker="x", ms=4,
+                                label=f"{labels[cfg]}: mislabeled only")
             ax.set_xlabel("times backpropagated during the run (per training example)")
             ax.set_ylabel("training examples (%)")
             ax.set_title(data.noise_title(noise), fontsize="medium")
