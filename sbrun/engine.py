@@ -563,7 +563,8 @@ class Trainer:
             return
         wanted = {max(1, round(self.cfg.epochs * (i + 1) / k)) for i in range(k)}
         if self.epoch in wanted:
-            self.snapshots[f"epoch_{self.epoch}"] = self.dist.all_min(self.last_loss).cpu()
+            # clone: in one process all_min returns last_loss itself, which keeps changing
+            self.snapshots[f"epoch_{self.epoch}"] = self.dist.all_min(self.last_loss).cpu().clone()
             if self.main:
                 records.write_npz(self.run_dir / records.SNAPSHOTS,
                                   **{k: v.numpy() for k, v in self.snapshots.items()})
