@@ -233,12 +233,23 @@ class Trainer:
             return self._losses("select", self.sampler.transform(x), y).clone()
 
     def _train_step(self, step: Step, state: EpochState) -> None:
-        cfg, t = self.cfg, self.timer
+        cfg = self.cfg
         if cfg.schedule.by == "backprops":
             self._set_lr((self.totals["backprops"] + state.global_backprops) / self.n)
         state.global_backprops += step.total
-        if step.idx.numel() == 0:
-            return self._empty_step()
+        state.steps += 1
+        if step.idx.numel():
+            self._backprop(step, state)
+        else:
+            self._empty_step()
+        # Every rank counts every step, so the (collective) divergence check stays in lockstep.
+        if cfg.nan_check:
+            self._steps_since_check += 1
+            if self._steps_since_check >= NAN_CHECK_EVERY:
+                self._check_finite()
+
+    def _backprop(self, step: Step, state: EpochState) -> None:
+        t = self.timer
         self.net.train()
         with t.phase("train_fwd"):
             losses = self._losses("train", step.x, step.y)
@@ -258,12 +269,7 @@ class Trainer:
             state.loss_sum += detached.sum()
             state.mislabeled += self.noisy[step.idx].sum()
             state.backprops += step.idx.numel()
-            state.steps += 1
-            if cfg.nan_check:
-                self._nonfinite |= ~torch.isfinite(loss.detach())
-                self._steps_since_check += 1
-                if self._steps_since_check >= NAN_CHECK_EVERY:
-                    self._check_finite()
+            self._nonfinite |= ~torch.isfinite(loss.detach())
 
     def _empty_step(self) -> None:
         """This rank holds none of a global step's examples: it still joins DDP's gradient
