@@ -1,6 +1,7 @@
 """Collect run directories into one tidy table: one row per run-epoch, parameters as columns."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable, List
 
@@ -44,6 +45,9 @@ def load_run(run_dir: Path) -> pd.DataFrame:
         df[key] = params.get(key)
     df["status"] = summary.get("status")
     df["run"] = str(run_dir)
+    # The command-line overrides, as a JSON list: they tell apart runs whose params agree
+    # (model.width=16, a schedule, ...).
+    df["overrides"] = json.dumps(summary.get("overrides") or [])
     return df
 
 

@@ -193,7 +193,7 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
                    100 * (pts["final_max"] - pts["final_mean"])]
             ax_err.errorbar(sel, err[0], yerr=err[1:], color=colour, ls=ls, marker="o", capsize=3, label=label)
             ax_time.plot(sel, pts["time"], color=colour, ls=ls, marker="o", label=label)
-        for g, trad in shown[shown["sampler"] == data.BASELINE].groupby("group"):
+        for _, trad in shown[shown["sampler"] == data.BASELINE].groupby("group"):
             r = trad.iloc[0]
             label = "Traditional (100%)" + (f", noise {style.pct(r['label_noise'])}" if several_noise else "")
             ax_err.plot([100], [100 * r["final_mean"]], "k*", ms=10, label=label)

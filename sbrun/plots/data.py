@@ -16,15 +16,14 @@ interpolation between seeds whose clocks differ.
 """
 from __future__ import annotations
 
+import json
 import math
 import textwrap
-from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .. import records
 from . import style
 
 SAMPLER_KNOBS = ["sampler", "beta", "staleness", "selectivity", "variant"]
@@ -62,16 +61,15 @@ def split_overrides(overrides: Iterable[str]) -> tuple[str, str]:
 
 
 def attach_overrides(df: pd.DataFrame) -> pd.DataFrame:
-    """Add `setting` and `variant` columns from each run's summary.json (the only I/O here)."""
+    """Add `setting` and `variant` columns from the merged table's `overrides` column."""
     if "setting" in df.columns and "variant" in df.columns:
         return df
-    pairs = {}
-    for run in df["run"].unique():
-        summary = records.read_json(Path(run) / records.SUMMARY) or {}
-        pairs[run] = split_overrides(summary.get("overrides", []))
     df = df.copy()
-    df["setting"] = df["run"].map(lambda r: pairs[r][0])
-    df["variant"] = df["run"].map(lambda r: pairs[r][1])
+    raw = df["overrides"] if "overrides" in df.columns else pd.Series("[]", index=df.index)
+    pairs = {text: split_overrides(json.loads(text) if isinstance(text, str) and text else [])
+             for text in raw.unique()}
+    df["setting"] = raw.map(lambda t: pairs[t][0])
+    df["variant"] = raw.map(lambda t: pairs[t][1])
     return df
 
 

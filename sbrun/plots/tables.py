@@ -84,7 +84,7 @@ def speedup_markdown(table: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, unit
         return "No group has Traditional runs, so no speedup can be computed.\n"
     out = []
     head = "| Configuration | Seeds | Final error (%) | " + " | ".join(f"{k:g}× target" for k in ks) + " |"
-    for group, rows in table.groupby("group", sort=False):
+    for _, rows in table.groupby("group", sort=False):
         first = rows.iloc[0]
         tgt = ", ".join(f"{k:g}× = {100 * first[kcol('target', k)]:.2f}%" for k in ks)
         out += [f"### {data.describe_group(first)}", "",
