@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -140,11 +140,6 @@ class SamplerConfig:
         _check(self.interrupt >= 0, "sampler.interrupt", self.interrupt, "an integer >= 0")
         _check(0.0 < self.scale_factor <= 1.0, "sampler.scale_factor", self.scale_factor,
                "a number in (0, 1]")
-
-    @property
-    def fraction(self) -> float:
-        """Expected backprop fraction of SB at this beta under stationary losses."""
-        return 1.0 / (1.0 + self.beta)
 
 
 @dataclass
@@ -293,3 +288,33 @@ def register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
+
+# Config keys that may differ between a run and its continuation (they do not change results).
+RESUMABLE_KEYS = {"device", "data_dir", "progress", "plots", "num_workers", "resume", "epochs", "hours",
+                  "out_dir", "name"}
+
+
+def check_compatible(saved: Dict, current: Dict, what: str) -> None:
+    """Raise ConfigError naming the keys where a saved run's config differs from this one."""
+    diffs = _diff(saved, current)
+    bad = [k for k in diffs if k.split(".")[0] not in RESUMABLE_KEYS]
+    if bad:
+        shown = ", ".join(f"{k}={_get(saved, k)!r} (now {_get(current, k)!r})" for k in bad[:3])
+        raise ConfigError(f"the {what} was written for a different config: {shown}; allowed: the "
+                          f"original settings, changing only {', '.join(sorted(RESUMABLE_KEYS))}")
+
+
+def _diff(a, b, prefix="") -> List[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _get(d: Dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import records
-from .config import Config, ConfigError, to_dict
+from .config import Config, ConfigError, check_compatible, to_dict
 from .datasets import ImageSet, corrupt_labels, load_dataset
 from .distributed import Collective
 from .models import CONVOLUTIONAL, build_model
@@ -35,9 +35,6 @@ from .timing import PhaseTimer
 
 log = logging.getLogger("sbrun")
 
-# Config keys that may differ between a run and its continuation (they do not change results).
-RESUMABLE_KEYS = {"device", "data_dir", "progress", "plots", "num_workers", "resume", "epochs", "hours",
-                  "out_dir", "name"}
 NAN_CHECK_EVERY = 64   # steps between host reads of the non-finite-loss flag
 
 
@@ -675,28 +672,3 @@ def run_params(c: Config) -> Dict:
     return {"dataset": c.dataset.name, "model": c.model.name, "sampler": c.sampler.name,
             **described, "label_noise": c.label_noise, "seed": c.seed, "batch_size": c.batch_size,
             "epochs": c.epochs, "lr": c.optim.lr}
-
-
-def check_compatible(saved: Dict, current: Dict, what: str) -> None:
-    """Raise ConfigError naming the keys where a saved run's config differs from this one."""
-    diffs = _diff(saved, current)
-    bad = [k for k in diffs if k.split(".")[0] not in RESUMABLE_KEYS]
-    if bad:
-        shown = ", ".join(f"{k}={_get(saved, k)!r} (now {_get(current, k)!r})" for k in bad[:3])
-        raise ConfigError(f"the {what} was written for a different config: {shown}; allowed: the "
-                          f"original settings, changing only {', '.join(sorted(RESUMABLE_KEYS))}")
-
-
-def _diff(a, b, prefix="") -> List[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _get(d: Dict, dotted: str):
-    for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d

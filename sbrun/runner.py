@@ -13,9 +13,9 @@ from omegaconf import OmegaConf
 
 from . import checkpoint as ckpt
 from . import records
-from .config import Config, ConfigError, to_dict, validate
+from .config import RESUMABLE_KEYS, Config, ConfigError, check_compatible, to_dict, validate
 from .distributed import Collective, local_rank
-from .engine import RESUMABLE_KEYS, StopRequested, Trainer, check_compatible, resolve_device, run_params
+from .engine import StopRequested, Trainer, resolve_device, run_params
 
 log = logging.getLogger("sbrun")
 
@@ -66,6 +66,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
         overrides = previous.get("overrides") or overrides
     trainer = None
     device = resolve_device(cfg.device, local_rank())
+    own_group = dist is None
     dist = dist or Collective.from_env(device)
     main = dist.rank == 0
     try:
@@ -87,3 +88,6 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
         except records.OutputError:
             pass   # the original error is the one to report
         raise
+    finally:
+        if own_group:
+            dist.close()
