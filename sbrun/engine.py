@@ -186,6 +186,7 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if cfg.precision == "bf16" and device.type == "cuda" else nullcontext())
         self.timer = PhaseTimer(device)
+        self.environment = records.environment(device)
 
         # Per-example state, indexed by training-set position.
         self.last_loss = torch.full((self.n,), math.inf, device=device)  # most recent known loss
@@ -381,7 +382,6 @@ class Trainer:
         hours = self.cfg.hours
         return hours is not None and epoch == 0 and self.timer.elapsed() > hours * 3600
 
-    @torch.no_grad()
     def evaluate(self):
         self.scorer.eval()
         loss_sum = torch.zeros((), device=self.device)
@@ -401,16 +401,14 @@ class Trainer:
 
     def _epoch_row(self, state: EpochState, phases: Dict[str, float], extra: Dict[str, float],
                    test_loss: float, test_acc: float) -> Dict[str, float]:
-        sums = self.dist.all_sum(torch.stack([state.loss_sum.float(), state.mislabeled.float(),
-                                              torch.tensor(float(state.backprops), device=self.device),
-                                              torch.tensor(float(state.select_forwards), device=self.device),
-                                              torch.tensor(float(state.steps), device=self.device)]))
-        loss_sum, mislabeled, backprops, select_fw, steps = sums.tolist()
-        steps = state.steps  # every rank takes part in every step
+        counts = torch.tensor([float(state.backprops), float(state.select_forwards)], device=self.device)
+        sums = self.dist.all_sum(torch.cat([torch.stack([state.loss_sum.float(), state.mislabeled.float()]),
+                                            counts]))
+        loss_sum, mislabeled, backprops, select_fw = sums.tolist()
         tot = self.totals
         tot["backprops"] += int(backprops)
         tot["select_forwards"] += int(select_fw)
-        tot["steps"] += steps
+        tot["steps"] += state.steps      # every rank takes part in every step
         tot["train_time"] += phases["total"]
         row = {
             "epoch": state.epoch + 1,
@@ -462,7 +460,7 @@ class Trainer:
             "noisy_examples": int(self.noisy.sum()),
             "data_path": self.data_path,
             "world_size": self.dist.world,
-            **records.environment(self.device),
+            **self.environment,
         }
         out.update(extra)
         return out
