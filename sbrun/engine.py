@@ -465,9 +465,11 @@ class Trainer:
         out.update(extra)
         return out
 
-    def write_summary(self, status: str, **extra) -> None:
+    def write_summary(self, status: str, **extra) -> Dict:
+        summary = self._summary(status, **extra)
         if self.main:
-            records.write_json(self.run_dir / records.SUMMARY, self._summary(status, **extra))
+            records.write_json(self.run_dir / records.SUMMARY, summary)
+        return summary
 
     def fit(self) -> Dict:
         cfg = self.cfg
@@ -499,10 +501,7 @@ class Trainer:
                     log.info("time budget of %g h reached after epoch %d", cfg.hours, self.epoch)
                     break
         self.finish_outputs()
-        summary = self._summary(records.FINISHED)
-        if self.main:
-            records.write_json(self.run_dir / records.SUMMARY, summary)
-        return summary
+        return self.write_summary(records.FINISHED)
 
     def _log_line(self, r: Dict) -> str:
         return (f"epoch {r['epoch']:>3}/{self.cfg.epochs}  test_acc {r['test_acc']:.4f}  "
