@@ -26,8 +26,8 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, Config, register_schema, validate
 from .datasets import DataError
 from .engine import Diverged, StopRequested, resolve_device
-from .records import OutputError
-from .runner import AlreadyFinished, resume_config, train
+from .records import SUMMARY, OutputError, read_json
+from .runner import AlreadyFinished, finished_epochs, resume_config, train
 
 log = logging.getLogger("sbrun")
 
@@ -208,15 +208,11 @@ def _preflight_resume(argv, args, user, resume) -> List[str]:
         raise ConfigError("resume= takes one run directory and no --multirun; to continue a sweep, "
                           "re-run the sweep command with the same name=")
     run_dir = Path(str(resume.value()))
-    changes = {o.key_or_group: o.value() for o in user if o.key_or_group != "resume"}
-    cfg = resume_config(run_dir, changes)
-    from .records import FINISHED, SUMMARY, read_json
-
-    prev = read_json(run_dir / SUMMARY) or {}
-    if prev.get("status") == FINISHED and (prev.get("epochs_completed") or 0) >= cfg.epochs:
-        raise ConfigError(f"resume={run_dir} is invalid: that run already finished "
-                          f"({prev.get('epochs_completed')} epochs); allowed: an unfinished run, or a "
-                          f"larger epochs= to train it further")
+    cfg = resume_config(run_dir, _resume_changes(user))
+    done = finished_epochs(read_json(run_dir / SUMMARY), cfg.epochs)
+    if done is not None:
+        raise ConfigError(f"resume={run_dir} is invalid: that run already finished ({done} epochs); "
+                          f"allowed: an unfinished run, or a larger epochs= to train it further")
     resolve_device(cfg.device)
     # Hydra logs into the resumed directory and leaves its .hydra/ (the original config) alone.
     return list(argv) + [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
@@ -224,14 +220,18 @@ def _preflight_resume(argv, args, user, resume) -> List[str]:
 
 # --- the Hydra task -------------------------------------------------------------------------------
 
+def _resume_changes(parsed) -> Dict[str, object]:
+    """The keys a resume command changes (everything but resume= and Hydra's own)."""
+    return {o.key_or_group: o.value() for o in parsed
+            if not o.key_or_group.startswith("hydra") and o.key_or_group != "resume"}
+
+
 def _job_config(cfg: DictConfig, overrides: Sequence[str]) -> Config:
     if cfg.get("resume"):
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-        changes = {o.key_or_group: o.value() for o in parsed
-                   if not o.key_or_group.startswith("hydra") and o.key_or_group != "resume"}
-        return resume_config(Path(cfg.resume), changes)
+        return resume_config(Path(cfg.resume), _resume_changes(parsed))
     return validate(cfg)
 
 

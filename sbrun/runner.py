@@ -46,6 +46,14 @@ def resume_config(run_dir: Path, changes: Dict[str, object]) -> Config:
     return validate(cfg)
 
 
+def finished_epochs(summary: Optional[Dict], epochs: int) -> Optional[int]:
+    """Epochs done if `summary` is of a finished run with at least `epochs` of them, else None."""
+    done = (summary or {}).get("epochs_completed") or 0
+    if (summary or {}).get("status") == records.FINISHED and done >= epochs:
+        return done
+    return None
+
+
 def _failure_summary(cfg: Config, reason: str) -> Dict:
     return {"status": records.FAILED, "reason": reason, "config": to_dict(cfg),
             "params": run_params(cfg)}
@@ -57,8 +65,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (),
     run_dir = Path(run_dir)
     previous = records.read_json(run_dir / records.SUMMARY)
     if previous is not None:
-        done = previous.get("epochs_completed") or 0
-        if previous.get("status") == records.FINISHED and done >= cfg.epochs:
+        done = finished_epochs(previous, cfg.epochs)
+        if done is not None:
             raise AlreadyFinished(f"{run_dir} already holds a finished run ({done} epochs)")
         if "config" in previous:
             check_compatible(previous["config"], to_dict(cfg), "run directory")
