@@ -78,10 +78,15 @@ def sweep_report(sweep_dir: Path) -> dict:
     return report
 
 
-def write_sweep_outputs(sweep_dir: Path) -> pd.DataFrame:
-    """runs.csv and sweep_summary.json at the root of a sweep directory."""
+def write_sweep_outputs(sweep_dir: Path) -> tuple:
+    """sweep_summary.json and (once some epoch finished) runs.csv at the root of a sweep
+    directory; returns (runs or None, report). NoRunsError if the sweep holds no run at all."""
     sweep_dir = Path(sweep_dir)
-    records.write_json(sweep_dir / SWEEP_SUMMARY, sweep_report(sweep_dir))
-    df = merge_runs([sweep_dir])
+    report = sweep_report(sweep_dir)
+    records.write_json(sweep_dir / SWEEP_SUMMARY, report)
+    try:
+        df = merge_runs([sweep_dir])
+    except NoRunsError:
+        return None, report
     records.atomic_write(sweep_dir / RUNS_CSV, df.to_csv(index=False).encode())
-    return df
+    return df, report

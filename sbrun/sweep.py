@@ -8,7 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from .merge import NoRunsError, sweep_report, write_sweep_outputs
+from .merge import NoRunsError, write_sweep_outputs
 
 log = logging.getLogger("sbrun")
 
@@ -20,10 +20,12 @@ class MergeRunsCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global last_report
         sweep_dir = Path(config.hydra.sweep.dir)
-        last_report = sweep_report(sweep_dir)
         try:
-            df = write_sweep_outputs(sweep_dir)
+            df, last_report = write_sweep_outputs(sweep_dir)
         except NoRunsError as err:
-            log.warning("no runs.csv for %s: %s", sweep_dir, err)
+            log.warning("no sweep summary for %s: %s", sweep_dir, err)
+            return
+        if df is None:
+            log.warning("no runs.csv for %s: no job finished an epoch", sweep_dir)
             return
         log.info("merged %d runs (%d rows) into %s", df["run"].nunique(), len(df), sweep_dir / "runs.csv")
