@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import augment
 from .config import ConfigError
 from .datasets import DataError
-from .engine import Trainer, resolve_device
+from .engine import Trainer, build_optimizer, resolve_device
 from .models import build_model
 from .records import atomic_write, environment
 from .samplers.rules import cost_model_speedup
@@ -101,32 +101,30 @@ class PlainLoop:
         self.model = build_model(cfg.model, ds.channels, ds.image_size, ds.num_classes).to(device)
         self.model = self.model.to(memory_format=trainer.memory_format)
         self.memory_format = trainer.memory_format
-        o = cfg.optim
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                   nesterov=o.nesterov, weight_decay=o.weight_decay)
-        self.mean = trainer.stream.aug.mean
-        self.std = trainer.stream.aug.std
+        self.opt = build_optimizer(self.model, cfg.optim)
+        self.aug = trainer.stream.aug
         self.autocast = trainer.autocast
         self.gen = torch.Generator(device=device).manual_seed(0)
 
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        with self.autocast:
+            out = self.model(x.contiguous(memory_format=self.memory_format))
+        loss = F.cross_entropy(out.float(), y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+    def batches(self):
+        perm = torch.randperm(self.labels.numel(), generator=self.gen, device=self.device)
+        for idx in perm.split(self.cfg.batch_size):
+            yield self.aug.train(self.images[idx], self.gen), self.labels[idx]
+
     def epoch(self) -> float:
-        ds = self.cfg.dataset
         self.model.train()
         _sync(self.device)
         t = time.perf_counter()
-        perm = torch.randperm(self.labels.numel(), generator=self.gen, device=self.device)
-        for idx in perm.split(self.cfg.batch_size):
-            x = augment.random_crop(self.images[idx], ds.crop_padding, self.gen)
-            if ds.flip:
-                x = augment.random_flip(x, self.gen)
-            x = augment.cutout(augment.normalize(x, self.mean, self.std), ds.cutout, self.gen)
-            x = x.contiguous(memory_format=self.memory_format)
-            with self.autocast:
-                out = self.model(x)
-            loss = F.cross_entropy(out.float(), self.labels[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
+        for x, y in self.batches():
+            self.step(x, y)
         _sync(self.device)
         return time.perf_counter() - t
 
@@ -150,21 +148,9 @@ class LoaderLoop(PlainLoop):
                                  shuffle=True, num_workers=workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=workers > 0, drop_last=False)
 
-    def epoch(self) -> float:
-        self.model.train()
-        _sync(self.device)
-        t = time.perf_counter()
+    def batches(self):
         for x, y in self.loader:
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-            y = y.to(self.device, non_blocking=True)
-            with self.autocast:
-                out = self.model(x)
-            loss = F.cross_entropy(out.float(), y)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-        _sync(self.device)
-        return time.perf_counter() - t
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
 class _Transformed(torch.utils.data.Dataset):

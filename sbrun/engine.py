@@ -14,7 +14,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import records
-from .config import Config, ConfigError, check_compatible, to_dict
+from .config import Config, ConfigError, OptimConfig, check_compatible, to_dict
 from .datasets import ImageSet, corrupt_labels, load_dataset
 from .distributed import Collective
 from .models import CONVOLUTIONAL, build_model
@@ -48,6 +48,12 @@ class StopRequested(Exception):
     def __init__(self, message: str, signum: Optional[int] = None):
         super().__init__(message)
         self.signum = signum
+
+
+def build_optimizer(model: torch.nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    """The paper's optimizer: SGD with (Nesterov) momentum and weight decay."""
+    return torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                           weight_decay=o.weight_decay)
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
@@ -176,9 +182,7 @@ class Trainer:
         self.compiled = {}
         if cfg.compile:
             self.compiled = {"train": torch.compile(self.net), "select": torch.compile(self.scorer)}
-        o = cfg.optim
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
-                                         nesterov=o.nesterov, weight_decay=o.weight_decay)
+        self.optimizer = build_optimizer(self.model, cfg.optim)
         # Batch sizes are global; each rank holds its share of every selection chunk.
         self.local_batch = self.dist.local_size(cfg.batch_size)
         self.sampler = build_sampler(cfg.sampler, self.n, self.local_batch, device, self.dist)
@@ -201,7 +205,7 @@ class Trainer:
         self.compile_warmup_s = 0.0
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self._steps_since_check = 0
-        self.lr = o.lr
+        self.lr = cfg.optim.lr
 
     # --- learning rate -------------------------------------------------------------------------
 
