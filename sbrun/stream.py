@@ -74,9 +74,6 @@ class TensorStream:
         self._order_gen = generator(self.device, self.seed, "order", epoch)
         self._aug_gen = generator(self.device, self.seed, "augment", epoch)
 
-    def num_chunks(self, size: int) -> int:
-        return math.ceil(len(self) / size)
-
     def generator_state(self) -> Optional[torch.Tensor]:
         return self._aug_gen.get_state()
 
@@ -88,7 +85,7 @@ class TensorStream:
         """The epoch's chunks of `size` indices; `count` pads with empty chunks (multi-rank runs,
         where every rank must walk the same number of chunks)."""
         order = self.shard[torch.randperm(len(self), generator=self._order_gen, device=self.device)]
-        for c in range(count if count is not None else self.num_chunks(size)):
+        for c in range(count if count is not None else math.ceil(len(self) / size)):
             idx = order[c * size:(c + 1) * size]
             yield Chunk(idx, lambda pos, idx=idx: self.fetch(idx if pos is None else idx[pos]))
 
@@ -135,9 +132,6 @@ class LoaderStream:
 
     def set_generator_state(self, state) -> None:
         pass
-
-    def num_chunks(self, size: int) -> int:
-        return math.ceil(len(self) / size)
 
     def chunks(self, size: int, count: Optional[int] = None) -> Iterator[Chunk]:
         g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
