@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import augment
+from .data import augment
 from .config import ConfigError
-from .datasets import DataError
+from .data import DataError
 from .engine import Trainer, build_optimizer, resolve_device
 from .models import build_model
 from .records import atomic_write, environment

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, Config, register_schema, validate
-from .datasets import DataError
+from .data import DataError
 from .engine import Diverged, StopRequested, resolve_device
 from .records import SUMMARY, OutputError, read_json
 from .runner import AlreadyFinished, finished_epochs, resume_config, train

@@ -32,7 +32,7 @@ def _one_of(key: str, value: Any, options) -> None:
 # new option is one registered class plus one YAML file. They are imported lazily by `validate`.
 def _registry_names(kind: str) -> List[str]:
     if kind == "dataset":
-        from .datasets import DATASETS as reg
+        from .data.builtin import DATASETS as reg
     elif kind == "model":
         from .models import MODELS as reg
     else:
@@ -288,6 +288,49 @@ def register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
+
+# What each key is. One table drives the resume check, the sweep job directory names (Hydra's
+# override_dirname) and how the figures group runs into configurations:
+#   identity     what the run computes: refused on resume, part of a job's directory name, part
+#                of a configuration in tables and figures;
+#   setting      how far the experiment runs (epochs, hours, budget.amount): a larger value extends
+#                a run on resume; part of the directory name and of a configuration;
+#   operational  where and how the run is carried out, never what it computes: free on resume,
+#                left out of directory names and configurations.
+IDENTITY, SETTING, OPERATIONAL = "identity", "setting", "operational"
+KEY_KINDS: Dict[str, str] = {
+    # identity
+    "dataset": IDENTITY, "model": IDENTITY, "sampler": IDENTITY, "optim": IDENTITY, "schedule": IDENTITY,
+    "experiment": IDENTITY, "debug": IDENTITY, "beta": IDENTITY, "seed": IDENTITY,
+    "label_noise": IDENTITY, "noise_mode": IDENTITY, "batch_size": IDENTITY, "select_batch_size": IDENTITY,
+    "precision": IDENTITY, "channels_last": IDENTITY, "compile": IDENTITY, "data_path": IDENTITY,
+    "selection_forward": IDENTITY, "bn_recalibrate": IDENTITY, "scoring": IDENTITY, "budget": IDENTITY,
+    # setting
+    "epochs": SETTING, "hours": SETTING, "budget.amount": SETTING,
+    # operational
+    "device": OPERATIONAL, "data_dir": OPERATIONAL, "num_workers": OPERATIONAL, "progress": OPERATIONAL,
+    "plots": OPERATIONAL, "out_dir": OPERATIONAL, "name": OPERATIONAL, "resume": OPERATIONAL,
+    "checkpoint": OPERATIONAL, "logger": OPERATIONAL, "eval_batch_size": OPERATIONAL,
+    "loss_snapshots": OPERATIONAL, "extremes": OPERATIONAL, "nan_check": OPERATIONAL,
+    "deterministic": OPERATIONAL,
+}
+
+
+def key_kind(key: str) -> str:
+    """identity, setting or operational for a dotted key (or a command-line override's key, with
+    any +/~/++ prefix); the longest listed prefix decides, and unknown keys count as identity."""
+    key = key.lstrip("+~")
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        kind = KEY_KINDS.get(".".join(parts[:n]))
+        if kind is not None:
+            return kind
+    return IDENTITY
+
+
+def keys_of_kind(kind: str) -> List[str]:
+    return sorted(k for k, v in KEY_KINDS.items() if v == kind)
 
 
 # Config keys that may differ between a run and its continuation (they do not change results).

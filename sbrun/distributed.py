@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from .datasets import ImageSet
+from .data import ImageSet
 
 
 def launched_by_torchrun() -> bool:

@@ -23,14 +23,15 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from . import records
 from .config import Config, ConfigError, OptimConfig, check_compatible, to_dict
-from .datasets import ImageSet, corrupt_labels, load_dataset
+from .data import ImageSet, corrupt_labels
+from .data.builtin import load_dataset
 from .distributed import Collective
 from .models import CONVOLUTIONAL, build_model
 from .queue import BackpropQueue, Step
 from .samplers import Ctx, Need, build_sampler
 from .schedule import multistep_lr
 from .seeding import derive_seed, generator, global_rng_state, seed_globals, set_global_rng_state
-from .stream import Augmenter, LoaderStream, TensorStream, eval_batches, fits_on_device
+from .data.stream import Augmenter, LoaderStream, TensorStream, eval_batches, fits_on_device
 from .timing import PhaseTimer
 
 log = logging.getLogger("sbrun")

@@ -4,12 +4,12 @@ from collections import deque
 import pytest
 import torch
 
-from sbrun import augment
+from sbrun.data import augment
 from sbrun.config import DatasetConfig
-from sbrun.datasets import ImageSet
+from sbrun.data import ImageSet
 from sbrun.samplers import LossHistory, rules
 from sbrun.seeding import generator
-from sbrun.stream import Augmenter, LoaderStream, TensorStream
+from sbrun.data.stream import Augmenter, LoaderStream, TensorStream
 
 CPU = torch.device("cpu")
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY, make_config, run_sbrun
-from sbrun.datasets import corrupt_labels, load_dataset
+from sbrun.data import corrupt_labels
+from sbrun.data.builtin import load_dataset
 from sbrun.runner import train
 
 HARNESS = Path(__file__).with_name("ddp_harness.py")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sbrun.datasets import corrupt_labels
+from sbrun.data import corrupt_labels
 from sbrun.schedule import multistep_lr
 
 

@@ -19,9 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import augment
-from .config import DatasetConfig
-from .datasets import ImageSet
-from .seeding import derive_seed, generator
+from ..config import DatasetConfig
+
+from ..seeding import derive_seed, generator
+from .sets import ImageSet
 
 
 class Augmenter:

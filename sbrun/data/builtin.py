@@ -1,47 +1,20 @@
-"""Datasets as in-memory uint8 image tensors, plus label noise.
-
-Every dataset becomes the same thing: `ImageSet(images uint8 [N, C, H, W], labels int64 [N])` for
-train and test. The batching/augmentation path (stream.py) and the figures only ever see that.
-"""
+"""The built-in datasets: offline digits and synthetic sets, and the torchvision sets with
+friendly download errors. Each becomes a `TrainTest` of uint8 tensors (sets.py)."""
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .config import DatasetConfig
-from .seeding import derive_seed
+from ..config import DatasetConfig
+from .sets import DataError, ImageSet, TrainTest
 
 
 DOWNLOAD_TIMEOUT_S = 60
-
-
-class DataError(RuntimeError):
-    """A dataset that cannot be loaded. The message is one line meant for the user."""
-
-
-@dataclass
-class ImageSet:
-    images: torch.Tensor   # uint8 [N, C, H, W]
-    labels: torch.Tensor   # int64 [N]
-
-    def __len__(self) -> int:
-        return int(self.labels.numel())
-
-    def take(self, idx: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[idx], self.labels[idx])
-
-
-@dataclass
-class TrainTest:
-    train: ImageSet
-    test: ImageSet
-    classes: List[str]
 
 
 Loader = Callable[[DatasetConfig, Path], TrainTest]
@@ -264,30 +237,3 @@ def load_dataset(cfg: DatasetConfig, data_dir: str) -> TrainTest:
     data = TrainTest(_subset(data.train, cfg.subset), _subset(data.test, cfg.test_subset), data.classes)
     _check_shapes(cfg, data)
     return data
-
-
-# --- label noise ---------------------------------------------------------------------------------
-
-def corrupt_labels(labels: torch.Tensor, num_classes: int, rate: float, seed: int,
-                   mode: str = "uniform") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Return (noisy labels, mask of changed labels) for a training set.
-
-    Exactly round(rate * N) examples are chosen by seed. "uniform" gives each a new label drawn
-    uniformly from the other classes (never its true class). "permute" (the SB authors' variant)
-    shuffles the chosen examples' labels among themselves, which keeps the class balance; an
-    example that draws its own class back is not counted as noisy.
-    """
-    n = labels.numel()
-    k = int(round(rate * n))
-    g = torch.Generator().manual_seed(derive_seed(seed, "label_noise"))
-    chosen = torch.randperm(n, generator=g)[:k]
-    old = labels[chosen]
-    if mode == "uniform":
-        new = (old + torch.randint(1, num_classes, (k,), generator=g)) % num_classes
-    elif mode == "permute":
-        new = old[torch.randperm(k, generator=g)]
-    else:
-        raise ValueError(f"unknown noise mode {mode!r}")
-    noisy_labels = labels.clone()
-    noisy_labels[chosen] = new
-    return noisy_labels, noisy_labels != labels
