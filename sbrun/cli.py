@@ -7,13 +7,14 @@ command with one line naming the key and what is allowed, before any data or mod
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import logging
 import os
-import signal
 import re
+import signal
 import sys
-import zlib
+from contextlib import contextmanager
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -23,19 +24,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError
-from .config import ConfigError, Config, register_schema, validate
+from .config import (OPERATIONAL, Config, ConfigError, config_diffs, get_dotted, key_kind, keys_of_kind,
+                     register_schema, to_dict, type_error_message, validate)
 from .data import DataError
-from .engine import Diverged, StopRequested, resolve_device
 from .records import SUMMARY, OutputError, read_json
-from .runner import AlreadyFinished, finished_epochs, resume_config, train
 
 log = logging.getLogger("sbrun")
 
-GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "experiment", "debug")
+GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "experiment", "debug", "logger")
 MAX_PREFLIGHT_JOBS = 512
 # Exit codes: 0 done, 1 a run failed, 2 bad input, 3 stopped by a signal (resumable).
 EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 3
-USER_ERRORS = (ConfigError, DataError, CheckpointError, OutputError, Diverged, AlreadyFinished)
+
 
 # --- Hydra resolvers used by conf/config.yaml ----------------------------------------------------
 
@@ -47,12 +47,15 @@ def _run_id(name: Optional[str] = None) -> str:
     return os.environ.get("SBRUN_RUN_ID") or datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
 
 
-def _job_dir(num, overrides: str = "") -> str:
-    """<job number>_<overrides>, made safe as one directory name."""
-    slug = re.sub(r"[^A-Za-z0-9=,._+-]", "_", str(overrides or ""))
-    if len(slug) > 100:
-        slug = f"{slug[:90]}~{zlib.crc32(slug.encode()):08x}"
-    return f"{num}_{slug}" if slug else str(num)
+def job_dir(overrides=()) -> str:
+    """A sweep job's directory: its overrides, sorted, without operational keys (KEY_KINDS), made
+    safe as one name. Keyed by what the job computes, not by its position in the sweep, so
+    re-running a named sweep with more or reordered values only runs what is new."""
+    kept = sorted(str(o) for o in overrides or () if key_kind(str(o).split("=", 1)[0]) != OPERATIONAL)
+    slug = re.sub(r"[^A-Za-z0-9=,._+-]", "_", ",".join(kept))
+    if len(slug) > 200:      # file names stop at 255 bytes; the hash keeps long ones distinct
+        slug = f"{slug[:190]}~{hashlib.sha256(slug.encode()).hexdigest()[:8]}"
+    return slug or "defaults"
 
 
 def _parallel_jobs() -> int:
@@ -63,12 +66,12 @@ def _parallel_jobs() -> int:
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("sbrun_id"):
-        OmegaConf.register_new_resolver("sbrun_id", _run_id, use_cache=True)
-    if not OmegaConf.has_resolver("sbrun_job"):
-        OmegaConf.register_new_resolver("sbrun_job", _job_dir)
-    if not OmegaConf.has_resolver("sbrun_parallel_jobs"):
-        OmegaConf.register_new_resolver("sbrun_parallel_jobs", _parallel_jobs)
+    resolvers = {"sbrun_id": (_run_id, True), "sbrun_job": (job_dir, False),
+                 "sbrun_parallel_jobs": (_parallel_jobs, False),
+                 "sbrun_operational_keys": (lambda: keys_of_kind(OPERATIONAL), False)}
+    for name, (fn, cache) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn, use_cache=cache)
 
 
 register_resolvers()
@@ -81,8 +84,9 @@ def config_dir() -> Path:
     return Path(str(resources.files("sbrun") / "conf"))
 
 
-def group_options(group: str) -> List[str]:
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
+def group_options(group: str, extra_dir: Optional[str] = None) -> List[str]:
+    dirs = [config_dir()] + ([Path(extra_dir)] if extra_dir else [])
+    return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
 def _first_line(err: BaseException) -> str:
@@ -90,16 +94,19 @@ def _first_line(err: BaseException) -> str:
     return " ".join(lines[:2]) if lines else type(err).__name__
 
 
-def _compose_error(err: BaseException) -> ConfigError:
+def compose_error(err: BaseException, overrides: Sequence[str] = ()) -> ConfigError:
+    """One line for a Hydra composition error: unknown keys name what is allowed at that level."""
+    from omegaconf.errors import OmegaConfBaseException
+
     cause = err.__cause__ or err
     text = f"{err}\n{cause}"
-    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
-    if m:
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text) \
+        or re.search(r"Could not append to config. An item is already at '([^']+)'", text)
+    if m and "could not be converted" not in text and "is not a subclass" not in text:
         return ConfigError(f"{m.group(1)} is not a config key; allowed: the keys listed in README.md "
                            f"(Configuration) or shown by `sbrun --cfg job`")
-    m = re.search(r"full_key: (\S+)", text)
-    if m:   # a type error, e.g. "Value 'abc' of type 'str' could not be converted to Integer"
-        return ConfigError(f"{m.group(1)}: {str(cause).splitlines()[0].strip()}")
+    if isinstance(cause, OmegaConfBaseException):
+        return ConfigError(type_error_message(cause))
     return ConfigError(_first_line(err))
 
 
@@ -119,16 +126,17 @@ def _job_overrides(parsed) -> List[List[str]]:
     return [list(j) for j in jobs] or [[]]
 
 
-def _check_groups(parsed) -> None:
+def _check_groups(parsed, extra_dir: Optional[str]) -> None:
     for o in parsed:
         group = o.key_or_group
         if group not in GROUPS or o.is_delete():
             continue
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
-        allowed = group_options(group)
+        allowed = group_options(group, extra_dir)
         for v in values:
-            if v is not None and str(v) not in allowed:
-                raise ConfigError(f"{group}={v} is not a known {group}; allowed: {', '.join(allowed)}")
+            for item in (v if isinstance(v, list) else [v]):
+                if item is not None and str(item) not in allowed:
+                    raise ConfigError(f"{group}={item} is not a known {group}; allowed: {', '.join(allowed)}")
 
 
 LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher",
@@ -153,47 +161,129 @@ def _local_launcher(parsed) -> bool:
     return True
 
 
+@contextmanager
+def composer(extra_dir: Optional[str] = None, config_name: str = "config"):
+    """A Hydra compose function over sbrun's configs (plus --config-dir's, as Hydra adds it)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    # Inside the Hydra app (a resumed run's task) Hydra is already initialised: compose beside it.
+    running = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="sbrun"):
+            search = [f"hydra.searchpath=[file://{Path(extra_dir).absolute()}]"] if extra_dir else []
+
+            def _compose(overrides: Sequence[str]) -> DictConfig:
+                try:
+                    return compose(config_name, overrides=search + list(overrides))
+                except Exception as err:
+                    raise unknown_component_key(err, overrides, _compose) or compose_error(err, overrides) from None
+            yield _compose
+    finally:
+        GlobalHydra.instance().hydra = running
+
+
+def unknown_component_key(err: BaseException, overrides: Sequence[str], compose) -> Optional[ConfigError]:
+    """For a key the chosen model/dataset/sampler/logger does not have, the line names the
+    choice and its keys (e.g. `sampler.keep` with sampler=sb)."""
+    m = re.search(r"Could not override '((model|dataset|sampler|logger)\.[^']+)'", f"{err}\n{err.__cause__}")
+    if not m:
+        return None
+    key, group = m.group(1), m.group(2)
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        node = compose(rest)[group]
+    except Exception:
+        return None
+    name = node.get("name", group) if hasattr(node, "get") else group
+    keys = sorted(k for k in node.keys() if k not in ("_target_", "name"))
+    how = "" if group != "model" else "; for your own model's arguments use +model.KEY=VALUE"
+    return ConfigError(f"{key} has no effect with {group}={name}; allowed: {', '.join(keys) or '(none)'}{how}")
+
+
 def preflight(argv: Sequence[str]) -> List[str]:
     """Validate every job the command would run; return the argv to hand to Hydra."""
-    from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = get_args_parser().parse_args(list(argv))
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion \
-            or args.config_name or args.config_path or args.config_dir or args.experimental_rerun:
+            or args.config_path or args.experimental_rerun:
         return list(argv)
+    if args.config_dir is not None and not Path(args.config_dir).is_dir():
+        raise ConfigError(f"--config-dir={args.config_dir} is not a directory; allowed: a folder of extra config "
+                          f"groups (e.g. DIR/sampler/mine.yaml)")
     try:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except Exception as err:
         raise ConfigError(f"cannot parse the overrides: {_first_line(err)}") from None
-    _check_groups(parsed)
+    _check_groups(parsed, args.config_dir)
     user = [o for o in parsed if not o.key_or_group.startswith("hydra")]
     resume = next((o for o in user if o.key_or_group == "resume"), None)
     if resume is not None and resume.value() not in (None, "null"):
         return _preflight_resume(argv, args, user, resume)
+    from .build import resolve_device
+
     local = _local_launcher(parsed)
     out_dirs = set()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="sbrun"):
+    with composer(args.config_dir, args.config_name or "config") as compose:
         for job in _job_overrides(user):
-            try:
-                cfg = validate(compose("config", overrides=job))
-            except ConfigError:
-                raise
-            except Exception as err:
-                raise _compose_error(err) from None
+            cfg = validate(compose(job))
             if local:
                 resolve_device(cfg.device)
             out_dirs.add(cfg.out_dir)
+            check_trackers(cfg)
+            for note in ineffective(cfg, job):
+                log_note(note)
     for out in sorted(out_dirs):
         _check_writable(Path(out))
     return list(argv)
 
 
+def check_trackers(cfg: Config) -> None:
+    chosen = {k: v for k, v in (cfg.logger or {}).items() if k != "csv"}
+    if not chosen:
+        return
+    from .trackers import TrackerUnavailable, check_trackers as check
+
+    try:
+        check(chosen)
+    except TrackerUnavailable as err:
+        raise ConfigError(str(err)) from None
+
+
+def ineffective(cfg: Config, job: Sequence[str]) -> List[str]:
+    """Settings on the command line that this job does not use (said once, never silently)."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in job}
+    notes = []
+    if "beta" in keys and cfg.beta is None:
+        notes.append(f"beta has no effect with sampler={cfg.sampler.name} (it has its own selectivity "
+                     f"{cfg.sampler.describe()['selectivity']:.3g}); it is not recorded")
+    if "epochs" in keys and cfg.budget.amount is not None:
+        notes.append(f"epochs has no effect: budget.amount={cfg.budget.amount:g} {cfg.budget.unit} sets the run's length")
+    if "channels_last" in keys and cfg.channels_last and cfg.model.name in ("mlp", "linear"):
+        notes.append(f"channels_last has no effect on model={cfg.model.name} (no convolutions)")
+    return notes
+
+
+_said = set()
+
+
+def log_note(note: str) -> None:
+    if note not in _said:
+        _said.add(note)
+        print(f"sbrun: note: {note}", file=sys.stderr)
+
+
 def _check_writable(out_dir: Path) -> None:
-    """out_dir must be a directory this process can create files in (checked before any job)."""
+    """out_dir must be a directory this process can create files in (checked before any job). A
+    folder created only for this check is removed again, so bad input leaves nothing behind."""
     import tempfile
 
+    from .data.builtin import _first_missing
+
+    created = _first_missing(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):
@@ -201,37 +291,82 @@ def _check_writable(out_dir: Path) -> None:
     except OSError as err:
         raise ConfigError(f"out_dir={str(out_dir)!r} is not writable ({err.strerror}); allowed: a "
                           f"directory this user can write") from None
+    finally:
+        if created is not None and created.is_dir():
+            import shutil
+            shutil.rmtree(created, ignore_errors=True)
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+def saved_summary(run_dir: Path) -> Dict:
+    summary = read_json(Path(run_dir) / SUMMARY)
+    if not summary or "config" not in summary:
+        raise ConfigError(f"resume={str(run_dir)!r} is invalid: no sbrun run there (summary.json is missing or "
+                          f"unreadable); allowed: a run directory sbrun wrote")
+    return summary
+
+
+def resume_config(run_dir: Path, new_overrides: Sequence[str], extra_dir: Optional[str] = None) -> Config:
+    """The saved config of `run_dir`, with what this command changes applied.
+
+    The command's overrides are composed on top of the run's own command line and compared with
+    the run's composition, so restating a key with its saved value (the shell history plus
+    `resume=...`) is no change, and a real change is refused naming the key and both values,
+    unless it is a setting (a longer run) or an operational key (where it runs).
+    """
+    summary = saved_summary(run_dir)
+    saved = summary["config"]
+    original = [o for o in summary.get("overrides") or [] if not o.split("=", 1)[0].lstrip("+~").startswith("resume")]
+    with composer(extra_dir) as compose:
+        before = to_dict(validate(compose(original)))
+        after = to_dict(validate(compose(original + list(new_overrides))))
+    changed = config_diffs(before, after)
+    for key in changed:
+        if key_kind(key) not in (OPERATIONAL, "setting"):
+            raise ConfigError(f"{key} cannot change when resuming: the run has {key}={get_dotted(saved, key)!r}, "
+                              f"this command {key}={get_dotted(after, key)!r}; allowed: the run's own value, or "
+                              f"changes to settings (epochs, hours, budget.amount) and operational keys")
+    merged = OmegaConf.create(saved)
+    for key in changed:
+        OmegaConf.update(merged, key, get_dotted(after, key), force_add=True)
+    merged.resume = str(run_dir)
+    return validate(merged)
 
 
 def _preflight_resume(argv, args, user, resume) -> List[str]:
+    from .build import resolve_device
+    from .runner import is_finished
+
     if args.multirun or resume.is_sweep_override():
         raise ConfigError("resume= takes one run directory and no --multirun; to continue a sweep, "
                           "re-run the sweep command with the same name=")
     run_dir = Path(str(resume.value()))
-    cfg = resume_config(run_dir, _resume_changes(user))
-    done = finished_epochs(read_json(run_dir / SUMMARY), cfg.epochs)
-    if done is not None:
-        raise ConfigError(f"resume={run_dir} is invalid: that run already finished ({done} epochs); "
-                          f"allowed: an unfinished run, or a larger epochs= to train it further")
+    cfg = resume_config(run_dir, _resume_overrides(user), args.config_dir)
+    summary = read_json(run_dir / SUMMARY)
+    if is_finished(summary, to_dict(cfg)):
+        raise ConfigError(f"resume={run_dir} is invalid: that run already finished ({summary.get('epochs_completed')} "
+                          f"epochs, stopped on {summary.get('stop_reason') or 'epochs'}); allowed: an unfinished run, or "
+                          f"a larger epochs=, hours= or budget.amount= to train it further")
     resolve_device(cfg.device)
+    check_trackers(cfg)
     # Hydra logs into the resumed directory and leaves its .hydra/ (the original config) alone.
     return list(argv) + [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 
 
+def _resume_overrides(parsed) -> List[str]:
+    """The command's own overrides, as written (everything but resume= and Hydra's)."""
+    return [o.input_line for o in parsed if not o.key_or_group.startswith("hydra") and o.key_or_group != "resume"]
+
+
 # --- the Hydra task -------------------------------------------------------------------------------
-
-def _resume_changes(parsed) -> Dict[str, object]:
-    """The keys a resume command changes (everything but resume= and Hydra's own)."""
-    return {o.key_or_group: o.value() for o in parsed
-            if not o.key_or_group.startswith("hydra") and o.key_or_group != "resume"}
-
 
 def _job_config(cfg: DictConfig, overrides: Sequence[str]) -> Config:
     if cfg.get("resume"):
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parsed = OverridesParser.create().parse_overrides(list(overrides))
-        return resume_config(Path(cfg.resume), _resume_changes(parsed))
+        return resume_config(Path(cfg.resume), _resume_overrides(parsed))
     return validate(cfg)
 
 
@@ -240,15 +375,20 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from .fit import StopRequested
+    from .loop import Diverged
+    from .runner import AlreadyFinished, train
+
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     run_dir = Path(hc.runtime.output_dir)
     overrides = list(hc.overrides.task)
+    user_errors = (ConfigError, DataError, CheckpointError, OutputError, Diverged, AlreadyFinished)
     try:
         config = _job_config(cfg, overrides)
         if multirun:
             config = _pin_gpu(config, hc.job.num)
-        return train(config, config.resume or run_dir, overrides)
+        return train(config, config.resume or run_dir, overrides, keep_failed=multirun)
     except AlreadyFinished as err:
         if multirun:
             log.info("skipping %s: already finished", run_dir)
@@ -256,10 +396,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
         _exit(f"{err}; choose another name= or delete it", EXIT_USAGE)
     except StopRequested as err:
         log.warning("%s", err)
-        _pass_on(err.signum)
+        pass_on(err.signum)
         raise SystemExit(EXIT_STOPPED) from None
-    except USER_ERRORS as err:
-        code = EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILED
+    except user_errors as err:
+        code = EXIT_USAGE if isinstance(err, (ConfigError, DataError)) else EXIT_FAILED
         if multirun:    # the job's summary.json records the failure; the sweep goes on
             log.error("job %s failed: %s", run_dir.name, err)
             return None
@@ -282,7 +422,7 @@ def _pin_gpu(config: Config, job_num: int) -> Config:
     return config
 
 
-def _pass_on(signum: Optional[int]) -> None:
+def pass_on(signum: Optional[int]) -> None:
     """After a clean stop, hand the signal to whoever else listens for it: under SLURM, the
     submitit launcher's handler requeues the job, which then resumes from our checkpoint."""
     if signum is None or signum == signal.SIGINT:
@@ -314,11 +454,13 @@ def _torchrun_argv(argv: List[str]) -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from .distributed import launched_by_torchrun
     from . import sweep
+    from .distributed import launched_by_torchrun
 
     argv = list(sys.argv[1:] if argv is None else argv)
     sweep.last_report = None
+    if os.getcwd() not in sys.path:      # `model._target_=my_pkg.Net`: the current directory counts
+        sys.path.insert(0, os.getcwd())
     try:
         argv = preflight(argv)
         if launched_by_torchrun():

@@ -1,13 +1,20 @@
 """Typed, validated run configuration.
 
 Hydra composes plain YAML from conf/; `validate()` is the one place that turns it into these
-dataclasses. Type coercion happens in the OmegaConf merge with the schema, range checks in each
+dataclasses. Run-level keys are typed here. The three component groups carry a `_target_` and
+their schema sits beside their code (sbrun/components.py turns them into specs):
+- `model._target_`: a constructor; its signature is its schema;
+- `dataset._target_`: a loader; its signature is its schema, plus the generic DatasetConfig keys;
+- `sampler._target_`: a sampler's config dataclass (range checks in its `__post_init__`).
+
+Type coercion happens in OmegaConf merges with the schemas, range checks in each
 `__post_init__`. Every failure is a `ConfigError` whose message names the key and what is allowed,
 so the CLI can print it as one line.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -19,275 +26,13 @@ class ConfigError(ValueError):
     """A bad configuration value. The message is one line meant for the user."""
 
 
-def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+def check(cond: bool, key: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{key}={value!r} is invalid; allowed: {allowed}")
 
 
-def _one_of(key: str, value: Any, options) -> None:
-    _check(value in options, key, value, ", ".join(str(o) for o in options))
-
-
-# Registries are filled by the modules that implement each name (datasets, models, samplers), so a
-# new option is one registered class plus one YAML file. They are imported lazily by `validate`.
-def _registry_names(kind: str) -> List[str]:
-    if kind == "dataset":
-        from .data.builtin import DATASETS as reg
-    elif kind == "model":
-        from .models import MODELS as reg
-    else:
-        from .samplers import SAMPLERS as reg
-    return sorted(reg)
-
-
-@dataclass
-class DatasetConfig:
-    name: str = "digits"
-    num_classes: int = 10
-    channels: int = 1
-    image_size: int = 8
-    mean: List[float] = field(default_factory=lambda: [0.5])
-    std: List[float] = field(default_factory=lambda: [0.5])
-    # Training augmentation, applied per batch (on the device in the tensor path).
-    crop_padding: int = 0        # random crop to image_size after zero-padding this many pixels; 0 = off
-    flip: bool = False           # random horizontal flip
-    cutout: int = 0              # side of the zeroed square (DeVries & Taylor 2017); 0 = off
-    extra: bool = False          # SVHN only: add the 531k "extra" images to the training set
-    subset: Optional[int] = None       # use only the first `subset` training examples (after a seeded shuffle)
-    test_subset: Optional[int] = None  # likewise for the test set
-    # synthetic only
-    n_train: int = 1024
-    n_test: int = 256
-
-    def __post_init__(self) -> None:
-        _one_of("dataset", self.name, _registry_names("dataset"))
-        _check(self.num_classes >= 2, "dataset.num_classes", self.num_classes, "an integer >= 2")
-        _check(self.channels >= 1, "dataset.channels", self.channels, "an integer >= 1")
-        _check(self.image_size >= 1, "dataset.image_size", self.image_size, "an integer >= 1")
-        _check(len(self.mean) == self.channels, "dataset.mean", list(self.mean), f"{self.channels} values")
-        _check(len(self.std) == self.channels and all(s > 0 for s in self.std),
-               "dataset.std", list(self.std), f"{self.channels} positive values")
-        _check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "an integer >= 0")
-        _check(0 <= self.cutout <= self.image_size, "dataset.cutout", self.cutout,
-               f"an integer in [0, {self.image_size}]")
-        for key in ("subset", "test_subset"):
-            v = getattr(self, key)
-            _check(v is None or v >= 1, f"dataset.{key}", v, "null or an integer >= 1")
-        _check(self.n_train >= 2 and self.n_test >= 1, "dataset.n_train", self.n_train,
-               "n_train >= 2 and n_test >= 1")
-
-
-@dataclass
-class ModelConfig:
-    name: str = "cnn"
-    width: int = 32            # cnn/mlp: channels or hidden units of the first layer
-    depth: int = 28            # wrn: 6n+4; densenet: 6n+4 (bottleneck)
-    widen_factor: int = 10     # wrn
-    dropout: float = 0.0       # wrn/mlp/cnn dropout probability
-    growth_rate: int = 12      # densenet
-
-    def __post_init__(self) -> None:
-        _one_of("model", self.name, _registry_names("model"))
-        _check(self.width >= 1, "model.width", self.width, "an integer >= 1")
-        _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "a number in [0, 1)")
-        if self.name == "wrn":
-            _check(self.depth >= 10 and (self.depth - 4) % 6 == 0, "model.depth", self.depth,
-                   "6n+4 with n >= 1 (e.g. 16, 28, 40) for wrn")
-            _check(self.widen_factor >= 1, "model.widen_factor", self.widen_factor, "an integer >= 1")
-        if self.name == "densenet":
-            _check(self.depth >= 10 and (self.depth - 4) % 6 == 0, "model.depth", self.depth,
-                   "6n+4 with n >= 1 (e.g. 40, 100) for densenet")
-            _check(self.growth_rate >= 1, "model.growth_rate", self.growth_rate, "an integer >= 1")
-
-
-@dataclass
-class SamplerConfig:
-    """Keys of every sampler; each sampler reads only its own (README, "Samplers")."""
-    name: str = "sb"
-    beta: float = 2.0            # sb/stale_sb selectivity; random/topk default fraction 1/(1+beta)
-    history: int = 1024          # sb: length R of the loss-percentile window
-    min_prob: float = 0.0        # sb: floor on the selection probability
-    staleness: int = 1           # sb: selection forwards every `staleness` epochs (1 = plain SB)
-    prime_epochs: int = 1        # epochs of full backprop before selection starts
-    prob: Optional[float] = None  # random: keep probability (null = 1/(1+beta))
-    keep: Optional[float] = None  # topk/composer: kept fraction (null = 1/(1+beta))
-    pool_factor: int = 3         # kath18: presample pool B = pool_factor * batch_size
-    reweight: bool = False       # sb/kath18: importance weights 1/(N p), normalised to mean 1
-    variable_start: bool = True  # kath18: uniform until the variance-reduction estimate passes tau_th
-    tau_th: Optional[float] = None  # kath18: threshold (null = (B + 3b) / (3b))
-    vr_momentum: float = 0.9     # kath18: moving-average momentum of the estimate
-    start: float = 0.5           # composer: fraction of training at which selection starts
-    end: float = 0.9             # composer: ... and ends
-    interrupt: int = 2           # composer: every `interrupt`-th batch is a plain step (0 = never)
-    scale_factor: float = 1.0    # composer: downsample the selection forward's input by this factor
-
-    def __post_init__(self) -> None:
-        _one_of("sampler", self.name, _registry_names("sampler"))
-        _check(self.beta > 0, "beta", self.beta, "a number > 0")
-        _check(self.history >= 1, "sampler.history", self.history, "an integer >= 1")
-        _check(0.0 <= self.min_prob <= 1.0, "sampler.min_prob", self.min_prob, "a number in [0, 1]")
-        _check(self.staleness >= 1, "sampler.staleness", self.staleness, "an integer >= 1")
-        _check(self.prime_epochs >= 0, "sampler.prime_epochs", self.prime_epochs, "an integer >= 0")
-        _check(self.prob is None or 0.0 < self.prob <= 1.0, "sampler.prob", self.prob,
-               "null or a number in (0, 1]")
-        _check(self.keep is None or 0.0 < self.keep <= 1.0, "sampler.keep", self.keep,
-               "null or a number in (0, 1]")
-        _check(self.pool_factor >= 1, "sampler.pool_factor", self.pool_factor, "an integer >= 1")
-        _check(self.tau_th is None or self.tau_th > 0, "sampler.tau_th", self.tau_th, "null or a number > 0")
-        _check(0.0 <= self.vr_momentum < 1.0, "sampler.vr_momentum", self.vr_momentum, "a number in [0, 1)")
-        _check(0.0 <= self.start < self.end <= 1.0, "sampler.start", self.start,
-               "0 <= sampler.start < sampler.end <= 1")
-        _check(self.interrupt >= 0, "sampler.interrupt", self.interrupt, "an integer >= 0")
-        _check(0.0 < self.scale_factor <= 1.0, "sampler.scale_factor", self.scale_factor,
-               "a number in (0, 1]")
-
-
-@dataclass
-class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-
-    def __post_init__(self) -> None:
-        _one_of("optim", self.name, ["sgd"])
-        _check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
-        _check(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "a number in [0, 1)")
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
-        _check(not self.nesterov or self.momentum > 0, "optim.nesterov", self.nesterov,
-               "false when optim.momentum is 0")
-
-
-@dataclass
-class ScheduleConfig:
-    name: str = "multistep"
-    milestones: List[float] = field(default_factory=list)  # positions (epochs) where lr *= gamma
-    gamma: float = 0.1
-    by: str = "epochs"   # epochs: epochs passed through selection; backprops: backprops / N
-
-    def __post_init__(self) -> None:
-        _one_of("schedule", self.name, ["multistep"])
-        _one_of("schedule.by", self.by, ["epochs", "backprops"])
-        _check(self.gamma > 0, "schedule.gamma", self.gamma, "a number > 0")
-        ms = list(self.milestones)
-        _check(all(m > 0 for m in ms) and ms == sorted(ms), "schedule.milestones", ms,
-               "increasing positive numbers")
-
-
-@dataclass
-class CheckpointConfig:
-    enabled: bool = True
-    keep: int = 1   # how many end-of-epoch checkpoints to keep
-
-    def __post_init__(self) -> None:
-        _check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
-
-
-@dataclass
-class Config:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    beta: float = 2.0
-    seed: int = 0
-    epochs: int = 30
-    hours: Optional[float] = None          # training-time budget; the run stops after the epoch that crosses it
-    batch_size: int = 128
-    select_batch_size: Optional[int] = None  # examples per selection forward (null = batch_size)
-    eval_batch_size: int = 1024
-    label_noise: float = 0.0
-    noise_mode: str = "uniform"            # uniform: new label drawn from the other classes; permute
-    device: str = "auto"
-    data_dir: str = "data"
-    data_path: str = "auto"                # auto | tensor (device-resident) | loader (DataLoader workers)
-    num_workers: int = 4                   # loader path only
-    precision: str = "fp32"                # fp32 | bf16 (autocast, CUDA only)
-    channels_last: bool = True             # CUDA + convolutional models only
-    compile: bool = False                  # torch.compile the model
-    deterministic: bool = False            # torch.use_deterministic_algorithms
-    nan_check: bool = True                 # stop the run on a NaN/inf training loss
-    plots: bool = True                     # per-run figures at the end of the run
-    progress: str = "auto"                 # tqdm bar: auto (only on a terminal) | on | off
-    loss_snapshots: int = 4                # per-example loss snapshots saved for the loss-CDF figure
-    extremes: int = 32                     # most/least selected images saved for the figure
-    out_dir: str = "results"
-    name: Optional[str] = None             # stable run/sweep directory name (enables re-run = resume)
-    resume: Optional[str] = None           # a run directory to continue
-
-    def __post_init__(self) -> None:
-        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(self.hours is None or self.hours > 0, "hours", self.hours, "null or a number > 0")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _check(self.select_batch_size is None or self.select_batch_size >= 1, "select_batch_size",
-               self.select_batch_size, "null or an integer >= 1")
-        _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an integer >= 1")
-        _check(0.0 <= self.label_noise < 1.0, "label_noise", self.label_noise, "a number in [0, 1)")
-        _one_of("noise_mode", self.noise_mode, ["uniform", "permute"])
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
-               self.device, "auto, cpu, cuda, cuda:N")
-        _one_of("data_path", self.data_path, ["auto", "tensor", "loader"])
-        _check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
-        _one_of("precision", self.precision, ["fp32", "bf16"])
-        _one_of("progress", self.progress, ["auto", "on", "off"])
-        _check(self.loss_snapshots >= 0, "loss_snapshots", self.loss_snapshots, "an integer >= 0")
-        _check(self.extremes >= 0, "extremes", self.extremes, "an integer >= 0")
-        if self.name is not None:
-            _check(self.name != "" and "/" not in self.name and not self.name.startswith("."),
-                   "name", self.name, "a non-empty directory name without '/'")
-
-    @property
-    def select_size(self) -> int:
-        return self.select_batch_size or self.batch_size
-
-
-def _type_error_message(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None) or "config"
-    first = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return f"{key}: {first}"
-
-
-def validate(cfg: DictConfig | dict) -> Config:
-    """Merge a composed config onto the schema, check every range and return the typed Config.
-
-    Hydra's own section (`hydra:`) is ignored. Raises ConfigError with a one-line message.
-    """
-    if isinstance(cfg, DictConfig):
-        data = OmegaConf.to_container(cfg, resolve=True)
-    else:
-        data = dict(cfg)
-    data.pop("hydra", None)
-    schema = OmegaConf.structured(Config)
-    try:
-        merged = OmegaConf.merge(schema, data)
-        obj = OmegaConf.to_object(merged)
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as err:
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(_type_error_message(err)) from None
-    assert isinstance(obj, Config)
-    return obj
-
-
-def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-SCHEMA_NAME = "sbrun_schema"
-
-
-def register_schema() -> None:
-    """Make the dataclasses the base of conf/config.yaml: every key exists for every choice of a
-    group, with one typed default, and Hydra rejects unknown keys at compose time."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+def one_of(key: str, value: Any, options) -> None:
+    check(value in options, key, value, ", ".join(str(o) for o in options))
 
 
 # What each key is. One table drives the resume check, the sweep job directory names (Hydra's
@@ -333,19 +78,325 @@ def keys_of_kind(kind: str) -> List[str]:
     return sorted(k for k, v in KEY_KINDS.items() if v == kind)
 
 
-# Config keys that may differ between a run and its continuation (they do not change results).
-RESUMABLE_KEYS = {"device", "data_dir", "progress", "plots", "num_workers", "resume", "epochs", "hours",
-                  "out_dir", "name"}
+# --- component specs (filled by sbrun/components.py from the `_target_` nodes) ------------------
+
+@dataclass
+class DatasetConfig:
+    """The keys every dataset has. Null shape keys are read from the data (arrays, folders)."""
+    name: str = "digits"
+    num_classes: Optional[int] = None
+    channels: Optional[int] = None
+    image_size: Optional[int] = None
+    mean: Optional[List[float]] = None       # per channel, [0, 1] units
+    std: Optional[List[float]] = None
+    # Training augmentation, applied per batch (on the device in the tensor path).
+    crop_padding: int = 0        # random crop to image_size after zero-padding this many pixels; 0 = off
+    flip: bool = False           # random horizontal flip
+    cutout: int = 0              # side of the zeroed square (DeVries & Taylor 2017); 0 = off
+    subset: Optional[int] = None       # use only the first `subset` training examples (after a seeded shuffle)
+    test_subset: Optional[int] = None  # likewise for the test set
+    # The loader: `_target_` plus its own keys (path, extra, n_train, ...).
+    target: str = "sbrun.data.builtin.digits"
+    loader: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("num_classes", "channels", "image_size"):
+            v = getattr(self, key)
+            low = 2 if key == "num_classes" else 1
+            check(v is None or v >= low, f"dataset.{key}", v, f"null (from the data) or an integer >= {low}")
+        if self.mean is not None and self.channels is not None:
+            check(len(self.mean) == self.channels, "dataset.mean", list(self.mean), f"{self.channels} values")
+        if self.std is not None:
+            check(all(s > 0 for s in self.std) and (self.channels is None or len(self.std) == self.channels),
+                  "dataset.std", list(self.std), "one positive value per channel")
+        check(self.crop_padding >= 0, "dataset.crop_padding", self.crop_padding, "an integer >= 0")
+        check(self.cutout >= 0 and (self.image_size is None or self.cutout <= self.image_size),
+              "dataset.cutout", self.cutout, f"an integer in [0, {self.image_size or 'image_size'}]")
+        for key in ("subset", "test_subset"):
+            v = getattr(self, key)
+            check(v is None or v >= 1, f"dataset.{key}", v, "null or an integer >= 1")
+
+    def node(self) -> Dict[str, Any]:
+        """Back to the composed YAML layout (what summary.json and checkpoints record)."""
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("target", "loader")}
+        return {"_target_": self.target, **out, **self.loader}
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn"
+    target: str = "sbrun.models.cnn"
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+
+    def node(self) -> Dict[str, Any]:
+        return {"_target_": self.target, "name": self.name, **self.kwargs}
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+    def __post_init__(self) -> None:
+        one_of("optim", self.name, ["sgd"])
+        check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
+        check(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "a number in [0, 1)")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        check(not self.nesterov or self.momentum > 0, "optim.nesterov", self.nesterov,
+              "false when optim.momentum is 0")
+
+
+SCHEDULES = ["multistep", "step", "linear", "cosine"]
+
+
+@dataclass
+class ScheduleConfig:
+    """multistep: lr *= gamma at absolute positions (epochs, or backprops/N with by=backprops), the
+    paper's schedules. step/linear/cosine: relative to the run's length (budget.amount, else epochs),
+    reaching final_lr_frac * lr exactly when the run ends; step's milestones are fractions."""
+    name: str = "multistep"
+    milestones: List[float] = field(default_factory=list)
+    gamma: Optional[float] = 0.1     # step: null = final_lr_frac ** (1 / #milestones)
+    by: str = "epochs"               # multistep: epochs passed through selection | backprops / N
+    final_lr_frac: float = 0.0       # step / linear / cosine
+
+    def __post_init__(self) -> None:
+        one_of("schedule", self.name, SCHEDULES)
+        one_of("schedule.by", self.by, ["epochs", "backprops"])
+        check(self.gamma is None or self.gamma > 0, "schedule.gamma", self.gamma, "null or a number > 0")
+        check(0.0 <= self.final_lr_frac <= 1.0, "schedule.final_lr_frac", self.final_lr_frac, "a number in [0, 1]")
+        ms = list(self.milestones)
+        check(all(m > 0 for m in ms) and ms == sorted(ms), "schedule.milestones", ms, "increasing positive numbers")
+        if self.name == "step":
+            check(len(ms) > 0 and ms[-1] < 1, "schedule.milestones", ms,
+                  "increasing fractions of the run in (0, 1) for schedule=step")
+            check(self.gamma is not None or self.final_lr_frac > 0, "schedule.final_lr_frac", self.final_lr_frac,
+                  "a number in (0, 1] when schedule.gamma is null")
+        if self.name == "multistep":
+            check(self.gamma is not None, "schedule.gamma", self.gamma, "a number > 0 for schedule=multistep")
+
+
+BUDGET_UNITS = ["epochs", "backprops", "seconds", "work"]
+# Paper's cost ratio: a backward pass costs about twice a forward, so a training forward+backward
+# costs 3 selection forwards (Jiang et al. 2019, Sec. 3).
+PAPER_COST_SELECT, PAPER_COST_TRAIN = 1.0, 3.0
+
+
+@dataclass
+class BudgetConfig:
+    """How much compute a run may spend. amount is in epoch-equivalents for epochs, backprops
+    (N backprops = 1) and work (N * cost_train = 1, one Traditional epoch), seconds for seconds."""
+    unit: str = "epochs"
+    amount: Optional[float] = None      # null: the run lasts `epochs` epochs
+    cost_select: Optional[float] = None  # null: from `costs` if given, else the paper's 1
+    cost_train: Optional[float] = None   # null: from `costs` if given, else the paper's 3
+    costs: Optional[str] = None          # a costs.json written by sbrun-bench (f_sel and f+b)
+
+    def __post_init__(self) -> None:
+        one_of("budget.unit", self.unit, BUDGET_UNITS)
+        check(self.amount is None or self.amount > 0, "budget.amount", self.amount, "null or a number > 0")
+        for key in ("cost_select", "cost_train"):
+            v = getattr(self, key)
+            check(v is None or v >= 0, f"budget.{key}", v, "null or a number >= 0")
+        check(self.cost_train is None or self.cost_train > 0, "budget.cost_train", self.cost_train,
+              "null or a number > 0")
+
+
+@dataclass
+class ScoringConfig:
+    """The scoring (selection) forward of loss-based samplers; cheaper scoring lowers their cost."""
+    scale: float = 1.0          # downsample the scoring input by this factor (Composer's scale_factor)
+    precision: str = "fp32"     # fp32 | bf16 (autocast on CPU and CUDA)
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.scale <= 1.0, "scoring.scale", self.scale, "a number in (0, 1]")
+        one_of("scoring.precision", self.precision, ["fp32", "bf16"])
+
+
+@dataclass
+class CheckpointConfig:
+    enabled: bool = True
+    keep: int = 1   # how many end-of-epoch checkpoints to keep
+
+    def __post_init__(self) -> None:
+        check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
+
+
+@dataclass
+class Config:
+    # Components: plain nodes at compose time, specs after `validate`.
+    dataset: Any = None
+    model: Any = None
+    sampler: Any = None
+    logger: Any = None
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    beta: Optional[float] = 2.0            # feeds sampler.beta where a sampler reads it; null where none does
+    seed: int = 0
+    epochs: int = 30
+    hours: Optional[float] = None          # safety cap on training time
+    batch_size: int = 128
+    select_batch_size: Optional[int] = None  # examples per selection forward (null = batch_size)
+    eval_batch_size: int = 1024
+    label_noise: float = 0.0
+    noise_mode: str = "uniform"            # uniform: new label drawn from the other classes; permute
+    selection_forward: str = "eval"        # eval (the SB authors) | train (Composer, RHO-LOSS): BN statistics update
+    bn_recalibrate: int = 0                # re-estimate BN statistics on this many training examples before each evaluation
+    device: str = "auto"
+    data_dir: str = "data"
+    data_path: str = "auto"                # auto | tensor (device-resident) | loader (DataLoader workers)
+    num_workers: int = 4                   # loader path only
+    precision: str = "fp32"                # fp32 | bf16 (autocast, CPU and CUDA)
+    channels_last: bool = True             # convolutional models
+    compile: bool = False                  # torch.compile the model
+    deterministic: bool = False            # torch.use_deterministic_algorithms
+    nan_check: bool = True                 # stop the run on a NaN/inf training loss
+    plots: bool = True                     # per-run figures at the end of the run
+    progress: str = "auto"                 # tqdm bar: auto (only on a terminal) | on | off
+    loss_snapshots: int = 4                # per-example loss snapshots saved for the loss-CDF figure
+    extremes: int = 32                     # most/least selected images saved for the figure
+    out_dir: str = "results"
+    name: Optional[str] = None             # stable run/sweep directory name (enables re-run = resume)
+    resume: Optional[str] = None           # a run directory to continue
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.hours is None or self.hours > 0, "hours", self.hours, "null or a number > 0")
+        check(self.beta is None or self.beta > 0, "beta", self.beta, "a number > 0")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(self.select_batch_size is None or self.select_batch_size >= 1, "select_batch_size",
+              self.select_batch_size, "null or an integer >= 1")
+        check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        check(0.0 <= self.label_noise < 1.0, "label_noise", self.label_noise, "a number in [0, 1)")
+        one_of("noise_mode", self.noise_mode, ["uniform", "permute"])
+        one_of("selection_forward", self.selection_forward, ["eval", "train"])
+        check(self.bn_recalibrate >= 0, "bn_recalibrate", self.bn_recalibrate, "an integer >= 0 (0 = off)")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
+              self.device, "auto, cpu, cuda, cuda:N")
+        one_of("data_path", self.data_path, ["auto", "tensor", "loader"])
+        check(self.num_workers >= 0, "num_workers", self.num_workers, "an integer >= 0")
+        one_of("precision", self.precision, ["fp32", "bf16"])
+        one_of("progress", self.progress, ["auto", "on", "off"])
+        check(self.loss_snapshots >= 0, "loss_snapshots", self.loss_snapshots, "an integer >= 0")
+        check(self.extremes >= 0, "extremes", self.extremes, "an integer >= 0")
+        if self.name is not None:
+            check(self.name != "" and "/" not in self.name and not self.name.startswith("."),
+                  "name", self.name, "a non-empty directory name without '/'")
+
+    @property
+    def select_size(self) -> int:
+        return self.select_batch_size or self.batch_size
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+_ALLOWED_BY_TYPE = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+                    "String": "a string", "ListConfig": "a list like [1,2]"}
+
+
+def type_error_message(err: OmegaConfBaseException, prefix: str = "") -> str:
+    """One line for an OmegaConf type/structure error: the key, its value and what is allowed."""
+    key = prefix + (getattr(err, "full_key", None) or "config")
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    m = re.search(r"Value '(.*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+    if m:
+        return f"{key}={m.group(1)} is invalid; allowed: {_ALLOWED_BY_TYPE.get(m.group(2), m.group(2))}"
+    m = re.search(r"Key '([^']+)' not in '\w+'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if m:
+        parent = key.rsplit(".", 1)[0] + "." if "." in key else prefix
+        return f"{parent}{m.group(1)} is not a config key"
+    m = re.search(r"Invalid type assigned: (\w+) is not a subclass of (\w+)", text) \
+        or re.search(r"(\w+) is not a (\w+)", text)
+    if m:
+        value = getattr(err, "value", None)
+        shown = f"={value}" if value is not None else ""
+        return f"{key}{shown} is invalid; allowed: {_ALLOWED_BY_TYPE.get(m.group(2), m.group(2))}"
+    return f"{key}: {text}"
+
+
+def merge_into(schema, data: Dict[str, Any], prefix: str = ""):
+    """`data` merged onto a dataclass schema and built (running its __post_init__), or ConfigError."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(type_error_message(err, prefix)) from None
+
+
+def validate(cfg: DictConfig | dict) -> Config:
+    """Merge a composed config onto the schema, check every range and return the typed Config
+    with component specs. Hydra's own section (`hydra:`) is ignored. Raises ConfigError."""
+    from .components import dataset_config, logger_config, model_config, sampler_config, sampler_reads_beta
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    try:
+        reads_beta = sampler_reads_beta(cfg)
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(type_error_message(err)) from None
+    data.pop("hydra", None)
+    parts = {k: data.pop(k, None) or {} for k in ("dataset", "model", "sampler", "logger")}
+    run = merge_into(Config, data)
+    assert isinstance(run, Config)
+    if not reads_beta:
+        run.beta = None
+    run.dataset = dataset_config(parts["dataset"])
+    run.model = model_config(parts["model"])
+    run.sampler = sampler_config(parts["sampler"])
+    run.logger = logger_config(parts["logger"])
+    return run
+
+
+def to_dict(cfg: Config) -> dict:
+    """The config as plain data, in the composed layout (components with their `_target_`)."""
+    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    for key in ("optim", "schedule", "budget", "scoring", "checkpoint"):
+        out[key] = dataclasses.asdict(out[key])
+    out["dataset"] = cfg.dataset.node()
+    out["model"] = cfg.model.node()
+    out["sampler"] = cfg.sampler.node()
+    out["logger"] = dict(cfg.logger or {})
+    return out
+
+
+SCHEMA_NAME = "sbrun_schema"
+
+
+def register_schema() -> None:
+    """Make the dataclasses the base of conf/config.yaml: every run-level key exists with one
+    typed default, and Hydra rejects unknown keys at compose time."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
+
+# --- resume compatibility --------------------------------------------------------------------------
+
+def config_diffs(saved: Dict, current: Dict) -> List[str]:
+    """Dotted keys where two config dicts differ."""
+    return _diff(saved, current)
 
 
 def check_compatible(saved: Dict, current: Dict, what: str) -> None:
-    """Raise ConfigError naming the keys where a saved run's config differs from this one."""
-    diffs = _diff(saved, current)
-    bad = [k for k in diffs if k.split(".")[0] not in RESUMABLE_KEYS]
+    """Raise ConfigError naming the first identity key where a saved run's config differs."""
+    bad = [k for k in config_diffs(saved, current) if key_kind(k) == IDENTITY]
     if bad:
-        shown = ", ".join(f"{k}={_get(saved, k)!r} (now {_get(current, k)!r})" for k in bad[:3])
-        raise ConfigError(f"the {what} was written for a different config: {shown}; allowed: the "
-                          f"original settings, changing only {', '.join(sorted(RESUMABLE_KEYS))}")
+        k = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(bad[1:4])})" if len(bad) > 1 else ""
+        raise ConfigError(f"{k} cannot change for this run: the {what} has {k}={get_dotted(saved, k)!r}, "
+                          f"this command {k}={get_dotted(current, k)!r}{more}; allowed: the run's own value, "
+                          f"or changes to settings ({', '.join(keys_of_kind(SETTING))}) and operational keys")
 
 
 def _diff(a, b, prefix="") -> List[str]:
@@ -357,7 +408,7 @@ def _diff(a, b, prefix="") -> List[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _get(d: Dict, dotted: str):
+def get_dotted(d: Dict, dotted: str):
     for part in dotted.split("."):
         d = d.get(part) if isinstance(d, dict) else None
     return d

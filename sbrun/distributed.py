@@ -75,10 +75,6 @@ class Collective:
         """This rank's fixed set of training indices (None = all of them)."""
         return torch.arange(self.rank, n, self.world) if self.active else None
 
-    def num_chunks(self, n: int, size: int) -> int:
-        """Chunks per epoch on every rank: enough for the largest shard."""
-        return math.ceil(math.ceil(n / self.world) / size)
-
     def local_size(self, size: int) -> int:
         """Each rank's share of a global batch of `size` examples."""
         return max(1, math.ceil(size / self.world))
@@ -131,12 +127,12 @@ class Collective:
         return [o.tolist() for o in out]
 
     def gather_cat(self, t: torch.Tensor) -> torch.Tensor:
-        """Concatenate every rank's 1-D tensor (lengths may differ) in rank order."""
+        """Concatenate every rank's 1-D tensor (lengths may differ) in rank order, keeping its dtype."""
         if not self.active:
             return t
         lengths = [n for n, in self.gather_ints([t.numel()])]
-        padded = torch.zeros(max(lengths), device=t.device, dtype=torch.float32)
-        padded[: t.numel()] = t.float()
+        padded = torch.zeros(max(lengths), device=t.device, dtype=t.dtype)
+        padded[: t.numel()] = t
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, lengths)])

@@ -1,4 +1,6 @@
-"""The model zoo. Every builder takes (ModelConfig, channels, image_size, num_classes).
+"""The built-in model zoo. Each is a plain constructor: its signature is its config schema
+(conf/model/<name>.yaml names it as `_target_`), and sbrun passes num_classes, in_channels and
+image_size where a signature takes them, exactly as it does for a user's own model.
 
 CIFAR-style variants throughout: a 3x3 stride-1 stem and no max-pool, so 32x32 inputs keep their
 resolution into the first stage (and 8x8 or 28x28 inputs work too). Adaptive pooling before the
@@ -7,28 +9,11 @@ selection forward relies on.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
-
-Builder = Callable[[ModelConfig, int, int, int], nn.Module]
-MODELS: Dict[str, Builder] = {}
-CONVOLUTIONAL = {"cnn", "resnet18", "wrn", "mobilenetv2", "densenet"}
-
-
-def register(name: str):
-    def deco(fn: Builder) -> Builder:
-        MODELS[name] = fn
-        return fn
-    return deco
-
-
-def build_model(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    return MODELS[cfg.name](cfg, channels, image_size, num_classes)
+from .config import check
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -44,32 +29,33 @@ class _Head(nn.Sequential):
                          nn.Linear(cin, num_classes))
 
 
-@register("mlp")
-def mlp(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    d = channels * image_size * image_size
-    return nn.Sequential(nn.Flatten(), nn.Linear(d, cfg.width), nn.ReLU(inplace=True),
-                         nn.Dropout(cfg.dropout), nn.Linear(cfg.width, cfg.width), nn.ReLU(inplace=True),
-                         nn.Linear(cfg.width, num_classes))
+def mlp(num_classes: int, in_channels: int, image_size: int, width: int = 256, dropout: float = 0.0) -> nn.Module:
+    check(width >= 1, "model.width", width, "an integer >= 1")
+    check(0.0 <= dropout < 1.0, "model.dropout", dropout, "a number in [0, 1)")
+    d = in_channels * image_size * image_size
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, width), nn.ReLU(inplace=True),
+                         nn.Dropout(dropout), nn.Linear(width, width), nn.ReLU(inplace=True),
+                         nn.Linear(width, num_classes))
 
 
-@register("linear")
-def linear(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
+def linear(num_classes: int, in_channels: int, image_size: int) -> nn.Module:
     """Multinomial logistic regression (for exact gradient tests)."""
-    return nn.Sequential(nn.Flatten(), nn.Linear(channels * image_size * image_size, num_classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, num_classes))
 
 
-@register("cnn")
-def cnn(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
+def cnn(num_classes: int, in_channels: int, image_size: int, width: int = 32, dropout: float = 0.0) -> nn.Module:
     """Small VGG-style net for digits/MNIST-sized inputs: two conv pairs, each halving the size,
     then an adaptive average pool and a linear classifier. The pool keeps a 4x4 map for inputs of
     16 pixels and more: a global pool learned MNIST slowly, and its eval-mode accuracy swung by 20
     points between early epochs. 8x8 digits (2x2 after the convolutions) pool globally, which
     trains them best."""
-    w = cfg.width
+    check(width >= 1, "model.width", width, "an integer >= 1")
+    check(0.0 <= dropout < 1.0, "model.dropout", dropout, "a number in [0, 1)")
+    w = width
     side = 4 if image_size >= 16 else 1
-    return nn.Sequential(_conv_bn(channels, w), _conv_bn(w, w), nn.MaxPool2d(2),
+    return nn.Sequential(_conv_bn(in_channels, w), _conv_bn(w, w), nn.MaxPool2d(2),
                          _conv_bn(w, 2 * w), _conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),
-                         nn.AdaptiveAvgPool2d(side), nn.Flatten(), nn.Dropout(cfg.dropout),
+                         nn.AdaptiveAvgPool2d(side), nn.Flatten(), nn.Dropout(dropout),
                          nn.Linear(2 * w * side * side, num_classes))
 
 
@@ -91,9 +77,8 @@ class _Basic(nn.Module):
         return F.relu(self.b2(self.c2(out)) + self.short(x), inplace=True)
 
 
-@register("resnet18")
-def resnet18(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    layers = [_conv_bn(channels, 64)]
+def resnet18(num_classes: int, in_channels: int) -> nn.Module:
+    layers = [_conv_bn(in_channels, 64)]
     cin = 64
     for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
         layers += [_Basic(cin, cout, stride), _Basic(cout, cout, 1)]
@@ -123,15 +108,17 @@ class _WideBlock(nn.Module):
         return out + (x if self.short is None else self.short(pre))
 
 
-@register("wrn")
-def wrn(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    n = (cfg.depth - 4) // 6
-    widths = [16, 16 * cfg.widen_factor, 32 * cfg.widen_factor, 64 * cfg.widen_factor]
-    layers = [nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False)]
+def wrn(num_classes: int, in_channels: int, depth: int = 28, widen_factor: int = 10, dropout: float = 0.3) -> nn.Module:
+    check(depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6n+4 with n >= 1 (e.g. 16, 28, 40) for wrn")
+    check(widen_factor >= 1, "model.widen_factor", widen_factor, "an integer >= 1")
+    check(0.0 <= dropout < 1.0, "model.dropout", dropout, "a number in [0, 1)")
+    n = (depth - 4) // 6
+    widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+    layers = [nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)]
     cin = widths[0]
     for i, stride in enumerate((1, 2, 2)):
         for j in range(n):
-            layers.append(_WideBlock(cin, widths[i + 1], stride if j == 0 else 1, cfg.dropout))
+            layers.append(_WideBlock(cin, widths[i + 1], stride if j == 0 else 1, dropout))
             cin = widths[i + 1]
     layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, _Head(cin, num_classes))
@@ -154,12 +141,11 @@ class _Inverted(nn.Module):
         return x + out if self.residual else out
 
 
-@register("mobilenetv2")
-def mobilenetv2(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
+def mobilenetv2(num_classes: int, in_channels: int) -> nn.Module:
     # (expansion, channels, repeats, stride); the first two strides are 1 for 32x32 inputs.
     spec = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
             (6, 160, 3, 2), (6, 320, 1, 1)]
-    layers = [_conv_bn(channels, 32)]
+    layers = [_conv_bn(in_channels, 32)]
     cin = 32
     for expand, cout, repeats, stride in spec:
         for j in range(repeats):
@@ -183,12 +169,13 @@ class _DenseLayer(nn.Module):
         return torch.cat([x, self.body(x)], 1)
 
 
-@register("densenet")
-def densenet(cfg: ModelConfig, channels: int, image_size: int, num_classes: int) -> nn.Module:
-    n = (cfg.depth - 4) // 6      # bottleneck layers per dense block
-    g = cfg.growth_rate
+def densenet(num_classes: int, in_channels: int, depth: int = 100, growth_rate: int = 12) -> nn.Module:
+    check(depth >= 10 and (depth - 4) % 6 == 0, "model.depth", depth, "6n+4 with n >= 1 (e.g. 40, 100) for densenet")
+    check(growth_rate >= 1, "model.growth_rate", growth_rate, "an integer >= 1")
+    n = (depth - 4) // 6      # bottleneck layers per dense block
+    g = growth_rate
     cin = 2 * g
-    layers = [nn.Conv2d(channels, cin, 3, 1, 1, bias=False)]
+    layers = [nn.Conv2d(in_channels, cin, 3, 1, 1, bias=False)]
     for block in range(3):
         for _ in range(n):
             layers.append(_DenseLayer(cin, g))

@@ -1,13 +1,16 @@
 """sbrun-plot: every paper figure and table from run or multirun directories.
 
     sbrun-plot PATH [PATH ...] [-o OUTDIR] [--format png,pdf] [--target-k 1.1,1.2,1.4] [--only NAMES]
+               [--baseline NAME]
 
 Runs found at or below the PATHs are merged into OUTDIR/runs.csv (one row per run-epoch); then
 every figure the runs support is written to OUTDIR (default: PATH/figures for the first PATH),
-with speedup.csv/.md (paper Table 1, also printed) and results.csv/.md. Figures the runs cannot
-support (no staleness sweep, no label noise, ...) are skipped with a note on stderr.
+with speedup.csv/.md (paper Table 1 with 95% confidence intervals over seeds, also printed) and
+results.csv/.md. Figures the runs cannot support (no staleness sweep, no label noise, ...) are
+skipped with a note on stderr, as are runs whose records are damaged and duplicate runs of one
+(configuration, seed).
 Exit status: 0 done; 1 an output could not be written or a figure failed (the others are still
-written); 2 bad arguments or no runs (nothing written).
+written); 2 bad arguments, an unknown or ambiguous --baseline, or no usable runs (nothing written).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def _floats(text: str) -> List[float]:
     except ValueError:
         raise UsageError(f"--target-k takes comma-separated numbers like 1.1,1.2,1.4, got {text!r}") from None
     if not ks or any(k < 1 for k in ks):
-        raise UsageError(f"--target-k values must be >= 1 (multiples of Traditional's final error), got {text!r}")
+        raise UsageError(f"--target-k values must be >= 1 (multiples of the baseline's final error), got {text!r}")
     return sorted(set(ks))
 
 
@@ -53,8 +56,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", metavar="OUTDIR", help="output folder (default: FIRST_PATH/figures)")
     p.add_argument("--format", default="png,pdf", help="image formats, comma-separated (default: png,pdf)")
     p.add_argument("--target-k", default="1.1,1.2,1.4",
-                   help="speedup-table targets as multiples of Traditional's final error; the middle one "
+                   help="speedup-table targets as multiples of the baseline's final error; the middle one "
                         "is also the time-breakdown and selectivity target (default: 1.1,1.2,1.4)")
+    p.add_argument("--baseline", metavar="NAME", default=None,
+                   help="the reference configuration of every group: a sampler name, (part of) a configuration's "
+                        "label, or such parts joined by commas, e.g. 'sb', 'SB β=2', "
+                        "'traditional,selection_forward=eval' (default: traditional)")
     p.add_argument("--only", metavar="NAMES", help="comma-separated figure names to draw (default: all); "
                                                    "'tables' alone draws no figure (tables are always written)")
     return p
@@ -63,6 +70,29 @@ def parser() -> argparse.ArgumentParser:
 def fail(message: str, code: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
+
+
+def note(message: str) -> None:
+    print(f"{PROG}: note: {message}", file=sys.stderr)
+
+
+def _merge(paths):
+    """The merged runs; each run skipped for bad records gets a note line. When nothing usable is
+    left, NoRunsError with one line (the lone problem itself, or a count after the notes)."""
+    from . import merge
+
+    problems: List[str] = []
+    try:
+        df = merge.merge_runs(paths, problems)
+    except merge.NoRunsError as err:
+        if len(problems) == 1:
+            raise merge.NoRunsError(f"{problems[0]}; no other run to plot") from None
+        for line in problems:
+            note(f"{line}; run skipped")
+        raise merge.NoRunsError(str(err)) from None
+    for line in problems:
+        note(f"{line}; run skipped")
+    return df
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -75,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # Heavy imports after argument checks, so --help and usage errors answer at once.
     from . import merge, records
-    from .plots import report
+    from .plots import report, targets
 
     if only is not None:
         only = [n for n in only if n != TABLES]
@@ -83,25 +113,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         if unknown:
             return fail(f"unknown figure(s) {', '.join(unknown)}; allowed: {', '.join(report.FIGURES)}, {TABLES}", 2)
     try:
-        df = merge.merge_runs(args.paths)
+        df = _merge(args.paths)
     except merge.NoRunsError as err:
         return fail(str(err), 2)
     out = Path(args.out) if args.out else Path(args.paths[0]) / "figures"
 
+    merged_columns = list(df.columns) + ["setting", "variant"]   # runs.csv: without the derived keys
+    df, notes = report.clean(df)
     unfinished = df.loc[df["status"] != records.FINISHED, "run"].nunique()
     if unfinished:
-        print(f"{PROG}: note: {unfinished} run(s) not finished; their curves stop where they stopped",
-              file=sys.stderr)
+        note(f"{unfinished} run(s) not finished; their curves stop where they stopped")
+    baseline = args.baseline if args.baseline is not None else targets.BASELINE
+    try:   # before anything is written: a wrong baseline would make every table wrong
+        targets.choose(df, baseline, required=args.baseline is not None)
+    except targets.BaselineError as err:
+        return fail(str(err), 2)
+    for line in notes:
+        note(line)
     figures = report.FIGURES if only is None else {n: report.FIGURES[n] for n in only}
     try:
-        from .plots import data
-        df = data.attach_overrides(df)
-        records.atomic_write(out / merge.RUNS_CSV, df.to_csv(index=False).encode())
-        result = report.make_all(df, out, formats, ks, figures=figures)
+        runs_csv = df[[c for c in dict.fromkeys(merged_columns) if c in df.columns]]
+        records.atomic_write(out / merge.RUNS_CSV, runs_csv.to_csv(index=False).encode())
+        result = report.make_all(df, out, formats, ks, figures=figures, baseline=baseline)
     except records.OutputError as err:
         return fail(str(err), 1)
-    for note in result.skipped:
-        print(f"{PROG}: note: skipped {note}", file=sys.stderr)
+    for line in result.notes:
+        note(line)
+    for line in result.skipped:
+        note(f"skipped {line}")
     print(result.speedup_md)
     print(f"{PROG}: {df['run'].nunique()} runs -> {len(result.written) + 1} files in {out}", file=sys.stderr)
     for failure in result.failed:

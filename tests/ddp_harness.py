@@ -12,35 +12,29 @@ import sys
 
 import torch
 
-from sbrun import engine
+from sbrun import hooks
 
 
 def main() -> None:
     record_dir, argv = sys.argv[1], sys.argv[2:]
     rank = int(os.environ.get("RANK", "0"))
     steps = []
-    original = engine.Trainer._train_step
 
     def flat(model):
         return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
 
-    def recorded(self, step, state):
-        entry = {"before": flat(self.model), "idx": step.idx.clone(), "total": step.total,
-                 "epoch": state.epoch}
-        optimizer_step = self.optimizer.step
+    def before(info):
+        steps.append({"before": flat(info.model), "idx": info.idx.clone(), "total": info.total,
+                      "epoch": info.epoch})
 
-        def capture():
-            entry["grad"] = torch.cat([p.grad.detach().flatten().clone() for p in self.model.parameters()])
-            optimizer_step()
-        self.optimizer.step = capture
-        try:
-            original(self, step, state)
-        finally:
-            self.optimizer.step = optimizer_step
-        entry["after"] = flat(self.model)
-        steps.append(entry)
+    def after(info):
+        # the optimizer has stepped; the (DDP-averaged) gradients are still in .grad
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in info.model.parameters()]
+        steps[-1]["grad"] = torch.cat([g.detach().flatten().clone() for g in grads])
+        steps[-1]["after"] = flat(info.model)
 
-    engine.Trainer._train_step = recorded
+    hooks.GLOBAL.before_step.append(before)
+    hooks.GLOBAL.after_step.append(after)
     from sbrun.cli import main as sbrun_main
     try:
         sbrun_main(argv)

@@ -7,7 +7,8 @@ import torch
 from sbrun.data import augment
 from sbrun.config import DatasetConfig
 from sbrun.data import ImageSet
-from sbrun.samplers import LossHistory, rules
+from sbrun.samplers import rules
+from sbrun.selection import LossHistory
 from sbrun.seeding import generator
 from sbrun.data.stream import Augmenter, LoaderStream, TensorStream
 

@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import TINY, make_config, run_sbrun
-from sbrun.data import corrupt_labels
-from sbrun.data.builtin import load_dataset
+from sbrun.build import load_data
 from sbrun.runner import train
 
 HARNESS = Path(__file__).with_name("ddp_harness.py")
@@ -65,12 +64,12 @@ def test_every_global_step_is_the_mean_gradient_over_its_examples(ddp_run):
     the union of the examples both ranks held: it must equal DDP's averaged gradient."""
     _, _, (r0, r1), args = ddp_run
     cfg = make_config(args)
-    data = load_dataset(cfg.dataset, cfg.data_dir)
-    labels, _ = corrupt_labels(data.train.labels, cfg.dataset.num_classes, cfg.label_noise, cfg.seed)
-    mean = torch.tensor(cfg.dataset.mean).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.dataset.std).view(1, -1, 1, 1)
+    data = load_data(cfg, torch.device("cpu"))
+    labels = data.train.labels                      # the noisy labels the run trained on
+    mean = torch.tensor(data.spec.mean).view(1, -1, 1, 1)
+    std = torch.tensor(data.spec.std).view(1, -1, 1, 1)
     x_all = ((data.train.images.float() / 255 - mean) / std).flatten(1)
-    k, d = cfg.dataset.num_classes, x_all.shape[1]
+    k, d = data.spec.num_classes, x_all.shape[1]
     uneven = 0
     for a, b in zip(r0, r1):
         idx = torch.cat([a["idx"], b["idx"]])

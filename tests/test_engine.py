@@ -3,8 +3,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sbrun import engine
-from sbrun.engine import Trainer
+from sbrun import hooks
+from sbrun.build import build, resolve_device
+from sbrun.config import ConfigError
+from sbrun.loop import score
 
 TIME_COLUMNS = ["train_time_s", "wall_time_s", "epoch_time_s", "time_select_fwd_s", "time_train_fwd_s",
                 "time_backward_s", "time_other_s", "time_data_s", "time_bookkeeping_s"]
@@ -15,22 +17,21 @@ def metrics(run_dir):
 
 
 @pytest.fixture
-def step_log(monkeypatch):
-    """Record (epoch, step size) of every training step."""
+def step_log():
+    """Record (epoch, step size) of every training step, through the public step hook."""
     sizes = []
-    original = Trainer._train_step
 
-    def spy(self, step, state):
-        sizes.append((state.epoch, step.idx.numel(), step.total))
-        return original(self, step, state)
-    monkeypatch.setattr(Trainer, "_train_step", spy)
-    return sizes
+    def spy(info):
+        sizes.append((info.epoch, info.idx.numel(), info.total))
+    hooks.GLOBAL.after_step.append(spy)
+    yield sizes
+    hooks.GLOBAL.after_step.remove(spy)
 
 
 @pytest.mark.parametrize("sampler", ["sb", "stale_sb", "random", "topk", "kath18", "composer"])
 def test_every_step_is_a_full_batch_except_the_epoch_flush(run_tiny, step_log, sampler):
-    run_dir, summary = run_tiny(f"sampler={sampler}", "epochs=4", "select_batch_size=48",
-                                "sampler.variable_start=false")
+    extra = ["sampler.variable_start=false"] if sampler == "kath18" else []
+    run_dir, summary = run_tiny(f"sampler={sampler}", "epochs=4", "select_batch_size=48", *extra)
     df = metrics(run_dir)
     for epoch in range(4):
         sizes = [n for e, n, total in step_log if e == epoch]
@@ -106,18 +107,23 @@ def test_training_actually_learns(run_tiny):
     assert summary["final_test_acc"] > 0.6      # 4 classes: chance is 0.25
 
 
-def test_selection_forward_does_not_touch_batchnorm_statistics(tiny_config, tmp_path):
-    cfg = tiny_config("model=cnn", "model.width=4", "sampler=sb")
-    t = Trainer(cfg, tmp_path, torch.device("cpu"))
-    before = {k: v.clone() for k, v in t.model.state_dict().items()}
-    t.stream.start_epoch(0)
-    x, y = next(iter(t.stream.chunks(32))).images()
-    t._select_forward(x, y)
-    after = t.model.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_scoring_forward_touches_batchnorm_statistics_only_in_train_mode(tiny_config, tmp_path, mode):
+    cfg = tiny_config("model=cnn", "model.width=4", "sampler=sb", f"selection_forward={mode}")
+    p = build(cfg, tmp_path, torch.device("cpu"))
+    before = {k: v.clone() for k, v in p.model.state_dict().items()}
+    p.stream.start_epoch(0)
+    x, y = next(iter(p.stream.chunks(32))).images()
+    score(p, x, y)
+    after = p.model.state_dict()
+    stats = [k for k in before if "running_mean" in k or "running_var" in k]
+    weights = [k for k in before if k not in stats and "num_batches" not in k]
+    assert all(torch.equal(before[k], after[k]) for k in weights)       # never the weights
+    changed = [k for k in stats if not torch.equal(before[k], after[k])]
+    assert (changed == []) == (mode == "eval"), changed
 
 
 def test_device_cuda_without_a_gpu_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(engine.ConfigError, match="device"):
-        engine.resolve_device("cuda")
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device("cuda")

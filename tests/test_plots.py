@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -105,15 +104,12 @@ def test_mislabeled_examples_are_framed_in_red():
     assert "0 ×5" in texts and "5 ×1" in texts
 
 
-def test_per_run_writes_its_figures_quickly(sweep):
-    t0 = time.perf_counter()
+def test_per_run_writes_its_figures(sweep):
     written = per_run(sweep / "sb_noisy")
-    elapsed = time.perf_counter() - t0
     assert {p.name for p in written} == {"time_to_accuracy.png", "selected_images.png"}
     for p in written:
         assert p.parent == sweep / "sb_noisy" / "figures"
         assert_png(p)
-    assert elapsed < 5, f"per-run figures took {elapsed:.1f} s"
     # Traditional backprops every example equally often: no grid, but the curve.
     assert [p.name for p in per_run(sweep / "trad0")] == ["time_to_accuracy.png"]
 
@@ -179,6 +175,7 @@ def test_installed_script_exit_code_and_single_line(tmp_path):
     assert res.stdout == ""
 
 
+@pytest.mark.slow   # a real two-job sweep in a subprocess: ~12 s on 2 cores
 def test_multirun_callback_writes_runs_csv(tmp_path):
     res = sbrun_cli("--multirun", "sampler=traditional,sb", "debug=fast", f"out_dir={tmp_path}", "name=cb",
                     cwd=tmp_path)

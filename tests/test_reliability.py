@@ -20,20 +20,21 @@ from sbrun.runner import train
 TIME_COLUMNS = ["train_time_s", "wall_time_s", "epoch_time_s", "time_select_fwd_s", "time_train_fwd_s",
                 "time_backward_s", "time_other_s", "time_data_s", "time_bookkeeping_s"]
 RUN = TINY + ["epochs=4", "deterministic=true", "label_noise=0.1"]
+SAMPLER_ARGS = {"stale_sb": ["sampler=stale_sb", "sampler.staleness=2"],
+                "kath18": ["sampler=kath18", "sampler.variable_start=false"]}
 
 # Runs the real CLI, but signals itself after the K-th training step (a pre-emption or a crash at
 # a chosen point mid-epoch).
 KILLER = """
 import os, signal, sys
-from sbrun import engine
+from sbrun import hooks
 k, sig = int(os.environ["KILL_AFTER"]), getattr(signal, os.environ["KILL_SIGNAL"])
-original, count = engine.Trainer._train_step, [0]
-def step(self, s, st):
-    original(self, s, st)
+count = [0]
+def step(info):
     count[0] += 1
     if count[0] == k:
         os.kill(os.getpid(), sig)
-engine.Trainer._train_step = step
+hooks.GLOBAL.after_step.append(step)
 from sbrun.cli import main
 main(sys.argv[1:])
 """
@@ -60,8 +61,7 @@ def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("ref")
     out = {}
     for sampler in ("stale_sb", "kath18"):
-        res = run_sbrun(*RUN, f"sampler={sampler}", "sampler.staleness=2", "sampler.variable_start=false",
-                        f"out_dir={base}", f"name={sampler}")
+        res = run_sbrun(*RUN, *SAMPLER_ARGS[sampler], f"out_dir={base}", f"name={sampler}")
         assert res.returncode == 0, res.stderr
         out[sampler] = base / "runs" / sampler
     return out
@@ -71,8 +71,7 @@ def reference(tmp_path_factory):
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, reference, sampler):
     # A "random" (seeded) step inside epochs 2-4; stale_sb runs ~34 steps in all, kath18 ~24.
     after = random.Random(sampler).randint(*{"stale_sb": (17, 30), "kath18": (7, 22)}[sampler])
-    args = [*RUN, f"sampler={sampler}", "sampler.staleness=2", "sampler.variable_start=false",
-            f"out_dir={tmp_path}", "name=job"]
+    args = [*RUN, *SAMPLER_ARGS[sampler], f"out_dir={tmp_path}", "name=job"]
     killed = run_killed(tmp_path, after, "SIGKILL", *args)
     assert killed.returncode == -9
     run = tmp_path / "runs" / "job"
@@ -118,7 +117,9 @@ def test_rerunning_a_sweep_skips_finished_and_resumes_unfinished_jobs(tmp_path):
     killed = run_killed(tmp_path, 68, "SIGKILL", *args)
     assert killed.returncode == -9
     sweep = tmp_path / "multirun" / "sw"
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists())
+    # job directories are named by their overrides: order them as the sweep ran them
+    jobs = sorted((p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists()),
+                  key=lambda p: json.loads((p / "summary.json").read_text())["params"]["sampler"] == "sb")
     first_mtime = (jobs[0] / "metrics.csv").stat().st_mtime_ns
     statuses = [json.loads((j / "summary.json").read_text())["status"] for j in jobs]
     assert statuses == ["finished", "running"]
@@ -137,19 +138,23 @@ def test_truncated_dataset_files_give_one_clear_line(tmp_path, monkeypatch):
     for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                  "t10k-labels-idx1-ubyte"):
         (raw / name).write_bytes(b"\0" * 1000)
-    res = run_sbrun("dataset=mnist", f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path}")
-    assert res.returncode == 1
+    res = run_sbrun("dataset=mnist", f"data_dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'out'}")
+    assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "truncated" in lines[0] and "train-images-idx3-ubyte" in lines[0]
     assert (raw / "train-images-idx3-ubyte").exists()        # nothing moved or lost
+    assert not (tmp_path / "out").exists()                   # and no run directory left behind
 
 
 def test_missing_dataset_offline_says_what_to_put_where(tmp_path, monkeypatch):
     monkeypatch.setenv("SBRUN_OFFLINE", "1")
-    res = run_sbrun("dataset=cifar10", f"data_dir={tmp_path / 'empty'}", f"out_dir={tmp_path}")
-    assert res.returncode == 1
+    res = run_sbrun("dataset=cifar10", f"data_dir={tmp_path / 'empty'}", f"out_dir={tmp_path / 'out'}")
+    assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "cifar-10-python.tar.gz" in lines[0] and str(tmp_path / "empty") in lines[0]
+    # one sentence of ours, not torchvision's advice about download=True spliced in
+    assert "download=True" not in lines[0] and "SBRUN_OFFLINE=1" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_tampered_checkpoints_are_refused(run_tiny, tmp_path):
@@ -188,7 +193,7 @@ def test_tampered_checkpoint_stops_a_resume_with_one_line(run_tiny, tmp_path):
 def test_a_checkpoint_from_another_config_is_refused(run_tiny, tiny_config):
     run, _ = run_tiny("epochs=2")
     with pytest.raises(ConfigError, match="model"):      # caught from the run directory's summary
-        train(tiny_config("epochs=3", "model=linear"), run)
+        train(tiny_config("epochs=3", "model.width=16"), run)
     (run / "summary.json").unlink()
     with pytest.raises(ConfigError, match="dataset.n_train"):   # caught from the checkpoint itself
         train(tiny_config("epochs=3", "dataset.n_train=256"), run)

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from sbrun.samplers import LossHistory, sb_probabilities
+from sbrun.samplers import sb_probabilities
+from sbrun.selection import LossHistory
 from sbrun.samplers import rules
 
 

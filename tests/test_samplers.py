@@ -5,18 +5,38 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sbrun.config import SamplerConfig
-from sbrun.samplers import Ctx, LossHistory, Need, build_sampler, rules
+from sbrun.samplers import Ctx, Need, Observation, SamplerEnv, rules
+from sbrun.samplers.baselines import ComposerConfig, Kath18Config, RandomConfig, TopKConfig
+from sbrun.samplers.sb import SBConfig
+from sbrun.selection import LossHistory
 
 CPU = torch.device("cpu")
+CONFIGS = {"sb": SBConfig, "random": RandomConfig, "topk": TopKConfig, "composer": ComposerConfig,
+           "kath18": Kath18Config}
 
 
 def make(name, n_train=1000, batch=32, **kw):
-    return build_sampler(SamplerConfig(name=name, **kw), n_train, batch, CPU)
+    return CONFIGS[name](name=name, **kw).make(SamplerEnv(n_train=n_train, batch_size=batch, device=CPU))
 
 
-def ctx(epoch=1, batch=0, progress=0.5, seed=0):
-    return Ctx(epoch=epoch, batch=batch, progress=progress, generator=torch.Generator().manual_seed(seed))
+class ctx:
+    """A reusable selection context whose chunk size each call sets (one generator throughout)."""
+
+    def __init__(self, epoch=1, batch=0, progress=0.5, seed=0):
+        self.c = Ctx(epoch=epoch, batch=batch, progress=progress, generator=torch.Generator().manual_seed(seed),
+                     idx=torch.arange(0))
+
+    def __call__(self, n):
+        self.c.idx = torch.arange(n)
+        return self.c
+
+
+def select(s, losses, n, c):
+    return s.select(losses, c(n))
+
+
+def need(s, c):
+    return s.need(c(0))
 
 
 # --- random ------------------------------------------------------------------------------------
@@ -24,16 +44,16 @@ def ctx(epoch=1, batch=0, progress=0.5, seed=0):
 @pytest.mark.parametrize("beta,prob,target", [(2.0, None, 1 / 3), (1.0, None, 0.5), (2.0, 0.1, 0.1)])
 def test_random_rate_matches_its_target(beta, prob, target):
     s = make("random", beta=beta, prob=prob)
-    assert s.need(ctx()) is Need.NONE               # the control never looks at losses
+    assert need(s, ctx()) is Need.NONE               # the control never looks at losses
     g = ctx(seed=1)
-    kept = sum(s.select(None, 128, g).pos.numel() for _ in range(300))
+    kept = sum(select(s, None, 128, g).pos.numel() for _ in range(300))
     # 38400 Bernoulli draws: sd <= 0.0026, so 0.01 is ~4 sd.
     assert abs(kept / (300 * 128) - target) < 0.01
 
 
 def test_random_primes_like_sb():
     s = make("random", prime_epochs=1)
-    assert s.select(None, 64, ctx(epoch=0)).pos is None
+    assert select(s, None, 64, ctx(epoch=0)).pos is None
 
 
 # --- topk ----------------------------------------------------------------------------------------
@@ -41,34 +61,34 @@ def test_random_primes_like_sb():
 def test_topk_picks_exactly_the_top_losses():
     s = make("topk", keep=0.25)
     losses = torch.randperm(40).float()
-    sel = s.select(losses, 40, ctx())
+    sel = select(s, losses, 40, ctx())
     assert sel.pos.numel() == 10
     assert set(losses[sel.pos].tolist()) == set(range(30, 40))
-    assert s.need(ctx()) is Need.FRESH and s.need(ctx(epoch=0)) is Need.NONE
+    assert need(s, ctx()) is Need.FRESH and need(s, ctx(epoch=0)) is Need.NONE
 
 
 def test_topk_default_keep_is_sbs_fraction():
     s = make("topk", beta=3.0)
-    assert s.select(torch.rand(100), 100, ctx()).pos.numel() == 25
+    assert select(s, torch.rand(100), 100, ctx()).pos.numel() == 25
 
 
 # --- composer ------------------------------------------------------------------------------------
 
 def test_composer_schedule_matches_start_end_interrupt():
     s = make("composer", keep=0.5, start=0.5, end=0.9, interrupt=2)
-    assert s.need(ctx(progress=0.49, batch=0)) is Need.NONE    # before start
-    assert s.need(ctx(progress=0.5, batch=0)) is Need.FRESH
-    assert s.need(ctx(progress=0.5, batch=1)) is Need.NONE     # every 2nd batch is a plain step
-    assert s.need(ctx(progress=0.7, batch=2)) is Need.FRESH
-    assert s.need(ctx(progress=0.9, batch=0)) is Need.NONE     # end is exclusive
+    assert need(s, ctx(progress=0.49, batch=0)) is Need.NONE    # before start
+    assert need(s, ctx(progress=0.5, batch=0)) is Need.FRESH
+    assert need(s, ctx(progress=0.5, batch=1)) is Need.NONE     # every 2nd batch is a plain step
+    assert need(s, ctx(progress=0.7, batch=2)) is Need.FRESH
+    assert need(s, ctx(progress=0.9, batch=0)) is Need.NONE     # end is exclusive
     never = make("composer", interrupt=0)
-    assert all(never.need(ctx(progress=0.6, batch=b)) is Need.FRESH for b in range(5))
+    assert all(need(never, ctx(progress=0.6, batch=b)) is Need.FRESH for b in range(5))
 
 
 @pytest.mark.parametrize("n,keep", [(128, 0.5), (100, 0.3), (7, 0.5), (50, 1 / 3)])
 def test_composer_output_size_is_int_keep_n_without_replacement(n, keep):
     s = make("composer", keep=keep)
-    sel = s.select(torch.rand(n), n, ctx())
+    sel = select(s, torch.rand(n), n, ctx())
     assert sel.pos.numel() == int(keep * n)
     assert sel.pos.unique().numel() == sel.pos.numel()
 
@@ -79,7 +99,7 @@ def test_composer_prefers_high_rank_losses():
     hits = torch.zeros(100)
     g = ctx(seed=3)
     for _ in range(400):
-        hits[s.select(losses, 100, g).pos] += 1
+        hits[select(s, losses, 100, g).pos] += 1
     assert hits[75:].sum() > 3 * hits[:25].sum()
 
 
@@ -89,9 +109,11 @@ def test_composer_rank_probabilities():
     assert torch.allclose(p, w / w.sum())
 
 
-def test_composer_downsamples_the_selection_input():
-    s = make("composer", scale_factor=0.5)
-    assert s.transform(torch.rand(2, 3, 32, 32)).shape == (2, 3, 16, 16)
+def test_scoring_scale_downsamples_the_scoring_input():
+    from sbrun.loop import downsample
+
+    assert downsample(torch.rand(2, 3, 32, 32), 0.5).shape == (2, 3, 16, 16)
+    assert downsample(torch.rand(2, 3, 32, 32), 1.0).shape == (2, 3, 32, 32)
 
 
 # --- kath18 ---------------------------------------------------------------------------------------
@@ -110,13 +132,13 @@ def test_kath18_samples_a_batch_with_replacement_by_loss():
     g = ctx(seed=5)
     freq = torch.zeros(96)
     for _ in range(500):
-        sel = s.select(losses, 96, g)
+        sel = select(s, losses, 96, g)
         assert sel.pos.numel() == 32
         freq += torch.bincount(sel.pos, minlength=96)
     assert freq[4:].sum() == 0                             # zero loss: never drawn
     assert torch.allclose(freq[:4] / freq.sum(), torch.tensor([0.125, 0.125, 0.25, 0.5]), atol=0.01)
     # 32 draws from 4 examples must repeat: sampling is with replacement.
-    assert s.select(losses, 96, g).pos.unique().numel() <= 4
+    assert select(s, losses, 96, g).pos.unique().numel() <= 4
 
 
 def test_kath18_variance_reduction_estimate():
@@ -128,7 +150,7 @@ def test_kath18_variance_reduction_estimate():
 def test_kath18_start_rule_fires_exactly_when_the_average_crosses_tau():
     s = make("kath18", batch=4, vr_momentum=0.5)        # pool B = 12, tau = (12 + 12) / 12 = 2
     assert s.tau_th == pytest.approx(2.0)
-    assert s.need(ctx()) is Need.NONE
+    assert need(s, ctx()) is Need.NONE
     flat = torch.ones(12)                                # estimate 1
     peaked = torch.zeros(12)
     peaked[:2] = 1.0                                     # estimate sqrt(12 * 2 / 4) = sqrt(6)
@@ -137,16 +159,16 @@ def test_kath18_start_rule_fires_exactly_when_the_average_crosses_tau():
     for epoch, pools in enumerate([[flat], [flat, flat], [peaked], [peaked]]):
         for pool in pools:                               # a pool arrives as three training steps of 4
             for part in pool.split(4):
-                s.observe(part)
+                s.observe(Observation(torch.arange(4), part))
             ema = 0.5 * ema + 0.5 * (vr if pool is peaked else 1.0)
         out = s.end_epoch(epoch)
         assert out["vr_estimate"] == pytest.approx(ema, rel=1e-5)
         started.append(s.active)
     # 0.5, 0.75, 0.875, 1.66, 2.06: the average first exceeds tau = 2 in epoch 3.
     assert started == [False, False, False, True]
-    assert s.need(ctx()) is Need.FRESH
+    assert need(s, ctx()) is Need.FRESH
     # Once started, the estimate follows the presampled pools' losses.
-    s.select(flat, 12, ctx())
+    select(s, flat, 12, ctx())
     assert float(s.vr_ema) == pytest.approx(0.5 * ema + 0.5, rel=1e-5)
 
 
@@ -184,9 +206,9 @@ def test_reweighted_gradient_is_unbiased(name):
 
     def draw(c):
         if name == "sb":                                  # the same window for every draw
-            s.history = LossHistory(1024, CPU)
-            s.history.append(background)
-        return s.select(losses, n, c)
+            s.rule.history = LossHistory(1024, CPU)
+            s.rule.history.append(background)
+        return select(s, losses, n, c)
 
     c = ctx(seed=1)
     draws, est = 6000, torch.zeros_like(full)

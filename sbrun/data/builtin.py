@@ -3,6 +3,7 @@ friendly download errors. Each becomes a `TrainTest` of uint8 tensors (sets.py).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -10,28 +11,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..config import DatasetConfig
 from .sets import DataError, ImageSet, TrainTest
 
 
 DOWNLOAD_TIMEOUT_S = 60
 
 
-Loader = Callable[[DatasetConfig, Path], TrainTest]
-DATASETS: Dict[str, Loader] = {}
-
-
-def register(name: str):
-    def deco(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-    return deco
-
-
 # --- offline sets --------------------------------------------------------------------------------
 
-@register("digits")
-def load_digits(cfg: DatasetConfig, root: Path) -> TrainTest:
+def digits() -> TrainTest:
     """scikit-learn's bundled 8x8 digits (1797 images), split 80/20 with a fixed seed."""
     from sklearn.datasets import load_digits as sk_digits
 
@@ -45,13 +33,16 @@ def load_digits(cfg: DatasetConfig, root: Path) -> TrainTest:
                      [str(i) for i in range(10)])
 
 
-@register("synthetic")
-def load_synthetic(cfg: DatasetConfig, root: Path) -> TrainTest:
+def synthetic(num_classes: int = 4, channels: int = 1, image_size: int = 8, n_train: int = 1024,
+              n_test: int = 256) -> TrainTest:
     """Class prototypes blended with another class's prototype and noise, so that examples range
     from easy to ambiguous (a spread of losses for the samplers to act on). Fixed seed: the same
     data for every run."""
     g = torch.Generator().manual_seed(1234)
-    k, c, s = cfg.num_classes, cfg.channels, cfg.image_size
+    if n_train < 2 or n_test < 1 or num_classes < 2:
+        raise DataError(f"synthetic: n_train={n_train}, n_test={n_test}, num_classes={num_classes} are invalid; "
+                        f"allowed: n_train >= 2, n_test >= 1, num_classes >= 2")
+    k, c, s = num_classes, channels, image_size
     protos = torch.rand(k, c, s, s, generator=g) * 255
 
     def make(n: int) -> ImageSet:
@@ -61,8 +52,8 @@ def load_synthetic(cfg: DatasetConfig, root: Path) -> TrainTest:
         x = (1 - mix) * protos[y] + mix * protos[other] + torch.randn(n, c, s, s, generator=g) * 48
         return ImageSet(x.clamp(0, 255).round().to(torch.uint8), y)
 
-    train = make(cfg.n_train)
-    return TrainTest(train, make(cfg.n_test), [str(i) for i in range(k)])
+    train = make(n_train)
+    return TrainTest(train, make(n_test), [str(i) for i in range(k)])
 
 
 # --- torchvision sets ----------------------------------------------------------------------------
@@ -124,21 +115,23 @@ def offline() -> bool:
 
 def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]],
            check: Callable[[], List[Tuple[Path, str]]] = lambda: []):
-    """Load from `root`; if files are missing or corrupted, download once; else fail in one line."""
+    """Load from `root`; if files are missing or corrupted, download once; else fail in one line.
+    A failed download removes the folders it created, so a typo in data_dir leaves nothing behind."""
     problems = check()
     corrupted = [p for p, what in problems if what != "missing"]
     if not problems:
         try:
             return build(False)
-        except Exception as err:  # torchvision: "Dataset not found or corrupted"
-            problem = _short(err)
+        except Exception as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+            problem = "the files are missing or corrupted" if "not found" in str(err).lower() else _short(err)
     else:
         problem = f"{problems[0][0].name} is {problems[0][1]}"
     where = _WHERE[name].format(root=root)
     if offline():
-        raise DataError(f"{name}: {problem} in {root} and SBRUN_OFFLINE is set; put {where}")
+        raise DataError(f"{name}: {problem} in {root}, and SBRUN_OFFLINE=1 forbids a download; put {where}")
     if corrupted and (blocked := _set_aside(corrupted)):
         raise DataError(f"{name}: {problem} in {root} and {blocked}; replace it with a good copy ({where})")
+    created = _first_missing(root)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)     # an unreachable mirror fails instead of hanging
     try:
@@ -146,10 +139,21 @@ def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]]
         return build(True)
     except Exception as err:
         _put_back(corrupted)
-        raise DataError(f"{name}: {problem} and the download failed ({_short(err)}); "
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise DataError(f"{name}: {problem} in {root} and the download failed ({_short(err)}); "
                         f"offline, put {where}") from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _first_missing(path: Path) -> Optional[Path]:
+    """The outermost folder of `path` that does not exist yet (what a download would create)."""
+    path = path.absolute()
+    missing = None
+    while not path.exists():
+        missing, path = path, path.parent
+    return missing
 
 
 def _as_nchw(data, channels_last: bool) -> torch.Tensor:
@@ -176,64 +180,33 @@ def _tv_pair(name: str, root: Path, cls_name: str, check=lambda: []) -> TrainTes
                      ImageSet(_as_nchw(test.data, nhwc), _labels(test.targets)), list(train.classes))
 
 
-@register("cifar10")
-def load_cifar10(cfg: DatasetConfig, root: Path) -> TrainTest:
-    return _tv_pair("cifar10", root, "CIFAR10")
+def cifar10(root: str) -> TrainTest:
+    return _tv_pair("cifar10", Path(root), "CIFAR10")
 
 
-@register("cifar100")
-def load_cifar100(cfg: DatasetConfig, root: Path) -> TrainTest:
-    return _tv_pair("cifar100", root, "CIFAR100")
+def cifar100(root: str) -> TrainTest:
+    return _tv_pair("cifar100", Path(root), "CIFAR100")
 
 
-@register("mnist")
-def load_mnist(cfg: DatasetConfig, root: Path) -> TrainTest:
+def mnist(root: str) -> TrainTest:
+    root = Path(root)
     return _tv_pair("mnist", root, "MNIST", lambda: _idx_problems(root / "MNIST" / "raw"))
 
 
-@register("fashion_mnist")
-def load_fashion_mnist(cfg: DatasetConfig, root: Path) -> TrainTest:
-    return _tv_pair("fashion_mnist", root, "FashionMNIST",
-                    lambda: _idx_problems(root / "FashionMNIST" / "raw"))
+def fashion_mnist(root: str) -> TrainTest:
+    root = Path(root)
+    return _tv_pair("fashion_mnist", root, "FashionMNIST", lambda: _idx_problems(root / "FashionMNIST" / "raw"))
 
 
-@register("svhn")
-def load_svhn(cfg: DatasetConfig, root: Path) -> TrainTest:
+def svhn(root: str, extra: bool = False) -> TrainTest:
+    """SVHN's train split (plus the 531k "extra" images with extra=true) and its test split."""
     import torchvision.datasets as tvd
 
-    splits = ["train", "test"] + (["extra"] if cfg.extra else [])
+    root = Path(root)
+    splits = ["train", "test"] + (["extra"] if extra else [])
     sets = _fetch("svhn", root, lambda dl: tuple(tvd.SVHN(str(root), split=s, download=dl) for s in splits))
     train_sets = [sets[0]] + list(sets[2:])
     train = ImageSet(torch.cat([_as_nchw(s.data, False) for s in train_sets]),
                      torch.cat([_labels(s.labels) for s in train_sets]))
     test = ImageSet(_as_nchw(sets[1].data, False), _labels(sets[1].labels))
     return TrainTest(train, test, [str(i) for i in range(10)])
-
-
-# --- entry point ---------------------------------------------------------------------------------
-
-def _subset(s: ImageSet, n: Optional[int]) -> ImageSet:
-    if n is None or n >= len(s):
-        return s
-    # A fixed seed, not the run seed: every run of a comparison trains on the same subset.
-    order = torch.randperm(len(s), generator=torch.Generator().manual_seed(0))[:n]
-    return s.take(order.sort().values)
-
-
-def _check_shapes(cfg: DatasetConfig, data: TrainTest) -> None:
-    want = (cfg.channels, cfg.image_size, cfg.image_size)
-    for split, s in (("train", data.train), ("test", data.test)):
-        shape = tuple(s.images.shape[1:])
-        if shape != want:
-            raise DataError(f"{cfg.name}: {split} images have shape {shape}, but the dataset config "
-                            f"says {want}; fix dataset.channels/dataset.image_size")
-        if len(s) == 0 or int(s.labels.min()) < 0 or int(s.labels.max()) >= cfg.num_classes:
-            raise DataError(f"{cfg.name}: {split} labels fall outside [0, {cfg.num_classes}); "
-                            f"the files may be corrupted or dataset.num_classes is wrong")
-
-
-def load_dataset(cfg: DatasetConfig, data_dir: str) -> TrainTest:
-    data = DATASETS[cfg.name](cfg, Path(data_dir).expanduser())
-    data = TrainTest(_subset(data.train, cfg.subset), _subset(data.test, cfg.test_subset), data.classes)
-    _check_shapes(cfg, data)
-    return data

@@ -82,11 +82,13 @@ class TensorStream:
         if state is not None:
             self._aug_gen.set_state(state)
 
-    def chunks(self, size: int, count: Optional[int] = None) -> Iterator[Chunk]:
-        """The epoch's chunks of `size` indices; `count` pads with empty chunks (multi-rank runs,
-        where every rank must walk the same number of chunks)."""
-        order = self.shard[torch.randperm(len(self), generator=self._order_gen, device=self.device)]
-        for c in range(count if count is not None else math.ceil(len(self) / size)):
+    def chunks(self, size: int, count: Optional[int] = None, start: int = 0,
+               visit: Optional[torch.Tensor] = None) -> Iterator[Chunk]:
+        """The epoch's chunks of `size` indices, from chunk `start` on. `visit` (a bool mask over
+        the training set) leaves examples out of the epoch; `count` pads with empty chunks
+        (multi-rank runs, where every rank must walk the same number of chunks)."""
+        order = epoch_order(self.shard, self._order_gen, visit)
+        for c in range(start, count if count is not None else math.ceil(len(order) / size)):
             idx = order[c * size:(c + 1) * size]
             yield Chunk(idx, lambda pos, idx=idx: self.fetch(idx if pos is None else idx[pos]))
 
@@ -95,16 +97,27 @@ class TensorStream:
         return x.contiguous(memory_format=self.memory_format), self.labels[idx]
 
 
+def epoch_order(shard: torch.Tensor, gen: torch.Generator, visit: Optional[torch.Tensor]) -> torch.Tensor:
+    """The shard in this epoch's seeded order, without the examples `visit` leaves out (the
+    permutation is drawn over the whole shard either way, so pruning never reshuffles the rest)."""
+    order = shard[torch.randperm(shard.numel(), generator=gen, device=shard.device)]
+    return order if visit is None else order[visit.to(order.device)[order]]
+
+
 class _Indexed(Dataset):
-    def __init__(self, train: ImageSet, aug: Augmenter):
-        self.train, self.aug = train, aug
+    """Example i of epoch e, augmented from its own stream seeded by (seed, epoch, i): the same
+    pixels whichever worker loads it, however many workers there are, and after a resume."""
+
+    def __init__(self, train: ImageSet, aug: Augmenter, seed: int):
+        self.train, self.aug, self.seed = train, aug, seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.train)
 
     def __getitem__(self, i: int):
-        # Worker processes draw from their own seeded global generator (generator=None).
-        x = self.aug.train(self.train.images[i:i + 1], None)[0]
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "augment", self.epoch, i))
+        x = self.aug.train(self.train.images[i:i + 1], g)[0]
         return i, x, self.train.labels[i]
 
 
@@ -113,35 +126,36 @@ class LoaderStream:
                  shard: Optional[torch.Tensor] = None, memory_format=torch.contiguous_format,
                  num_workers: int = 4):
         self.device = device
-        self.dataset = _Indexed(train, Augmenter(cfg, torch.device("cpu")))
+        self.dataset = _Indexed(train, Augmenter(cfg, torch.device("cpu")), seed)
         self.shard = torch.arange(len(train)) if shard is None else shard.cpu()
         self.seed = seed
         self.memory_format = memory_format
         self.num_workers = num_workers
-        self.epoch = 0
 
     def __len__(self) -> int:
         return self.shard.numel()
 
     def start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.dataset.epoch = epoch
 
-    # Augmentation runs in worker processes seeded per epoch; replaying the skipped chunks of a
-    # resumed epoch restores their streams, so there is no generator state to carry.
+    # Augmentation is seeded per (seed, epoch, example), so there is no generator state to carry.
     def generator_state(self) -> None:
         return None
 
     def set_generator_state(self, state) -> None:
         pass
 
-    def chunks(self, size: int, count: Optional[int] = None) -> Iterator[Chunk]:
-        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.epoch))
-        order = self.shard[torch.randperm(len(self), generator=g)].tolist()
-        loader = DataLoader(self.dataset, batch_size=size, sampler=order, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda",
-                            generator=torch.Generator().manual_seed(
-                                derive_seed(self.seed, "workers", self.epoch)))
-        yielded = 0
+    def chunks(self, size: int, count: Optional[int] = None, start: int = 0,
+               visit: Optional[torch.Tensor] = None) -> Iterator[Chunk]:
+        g = torch.Generator().manual_seed(derive_seed(self.seed, "order", self.dataset.epoch))
+        order = epoch_order(self.shard, g, None if visit is None else visit.cpu())
+        total = count if count is not None else math.ceil(len(order) / size)
+        # Skipped chunks of a resumed epoch are never loaded: each example's pixels depend only on
+        # (seed, epoch, index).
+        rest = order[start * size:].tolist()
+        loader = DataLoader(self.dataset, batch_size=size, sampler=rest, num_workers=self.num_workers,
+                            pin_memory=self.device.type == "cuda")
+        yielded = start
         for idx, x, y in loader:
             idx = idx.to(self.device, non_blocking=True)
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
@@ -149,10 +163,20 @@ class LoaderStream:
             yielded += 1
             yield Chunk(idx, lambda pos, x=x, y=y: (x, y) if pos is None else (x[pos], y[pos]))
         shape = self.dataset.train.images.shape[1:]
-        for _ in range((count or yielded) - yielded):
+        for _ in range(total - yielded):
             empty = torch.empty(0, *shape, device=self.device)
             yield Chunk(torch.empty(0, dtype=torch.long, device=self.device),
                         lambda pos, e=empty: (e, torch.empty(0, dtype=torch.long, device=self.device)))
+
+    def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Augmented inputs and labels of arbitrary training indices (the same pixels as in a chunk)."""
+        items = [self.dataset[int(i)] for i in idx.tolist()]
+        if not items:
+            shape = self.dataset.train.images.shape[1:]
+            return (torch.empty(0, *shape, device=self.device), torch.empty(0, dtype=torch.long, device=self.device))
+        x = torch.stack([it[1] for it in items]).to(self.device).contiguous(memory_format=self.memory_format)
+        y = torch.stack([torch.as_tensor(it[2]) for it in items]).to(self.device)
+        return x, y
 
 
 def eval_batches(test: ImageSet, aug: Augmenter, size: int, device: torch.device,

@@ -2,8 +2,9 @@
 against forward passes for several staleness values (Fig. 11), under label noise (Fig. 12), and
 the selectivity sweep (Fig. 13).
 
-Every curve is a configuration's mean over seeds, with the seeds' min–max as a band (see data.py).
-Each experiment gets its own file and each label-noise rate its own panel.
+Every curve is a configuration's mean over seeds, with the 95% confidence interval of the mean
+(Student t) as a band; a configuration with one seed has no band and says so (see data.py). Each
+experiment gets its own file and each label-noise rate its own panel.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from . import data, style
+from . import data, stats, style, targets
 from .style import NotSupported
 
 X_AXES = {
@@ -23,31 +24,51 @@ X_AXES = {
     "epoch": "epoch (passes over the training set)",
     "forward_passes": "forward passes (selection + training, examples)",
 }
-BAND_NOTE = "mean over seeds; band: min–max over seeds"
+BAND = f"band: {stats.CONFIDENCE:.0%} confidence interval of the mean (Student t)"
+ONE_SEED = "1 seed, no band"
 SB_FAMILY = ("sb", "stale_sb")
 
 
+def band_note(rows: pd.DataFrame) -> str:
+    """What a figure's bands mean, for its title; says so when no configuration has two seeds."""
+    seeds = data.configs(rows)["seeds"]
+    if seeds.max() <= 1:
+        return "one seed per configuration: curves are single runs, no confidence band"
+    return f"mean over seeds; {BAND}" + (f"; '{ONE_SEED}' where a configuration has one seed" if seeds.min() <= 1 else "")
+
+
 def draw_curves(ax, rows: pd.DataFrame, x: str, y: str = "test_error", styles=None, scale: float = 100.0) -> None:
-    """One line per configuration in `rows` (legend order), with a band where seeds > 1."""
+    """One line per configuration in `rows` (legend order): the mean over seeds, with its 95%
+    confidence band at the epochs two or more seeds reached. A one-seed configuration gets no
+    band and, next to configurations that have one, a legend entry that says '1 seed'."""
     cfgs = data.configs(rows)
     labels = style.config_labels(cfgs)
     styles = styles or style.colours(cfgs)
     curves = data.mean_curve(rows, x, y)
+    seeds = dict(zip(cfgs["config"], cfgs["seeds"]))
+    mixed = max(seeds.values()) > 1
     for cfg, label in labels.items():
         c = curves[curves["config"] == cfg]
         colour, ls = styles[cfg]
+        label += f" ({ONE_SEED})" if mixed and seeds[cfg] == 1 else ""
         ax.plot(c["x"], c["y"] * scale, color=colour, ls=ls, marker="o", ms=2.5, lw=1.4, label=label)
-        if (c["n"] > 1).any():
-            ax.fill_between(c["x"], c["y_min"] * scale, c["y_max"] * scale, color=colour, alpha=0.15, lw=0)
+        if (c["n"] > 1).any():   # NaN bounds (epochs with one seed) leave gaps in the band
+            ax.fill_between(c["x"], c["y_lo"].clip(lower=0) * scale, c["y_hi"].clip(upper=1) * scale,
+                            color=colour, alpha=0.15, lw=0)
 
 
 def error_axis(ax, rows: pd.DataFrame, y: str = "test_error") -> None:
     """Test error in %, on a log scale when it spans a wide range (early epochs would flatten
-    the differences that matter near convergence)."""
-    v = rows[y].to_numpy(dtype=float)
+    the differences that matter near convergence). The limits follow the runs' errors, not the
+    bands: with two or three seeds a 95% band can span decades, and the curves must stay legible."""
+    v = 100 * rows[y].to_numpy(dtype=float)
     v = v[np.isfinite(v)]
     if len(v) and v.min() > 0 and v.max() / v.min() > 4:
         style.log_axis(ax, "y")
+        ax.set_ylim(v.min() / 1.25, v.max() * 1.25)
+    elif len(v) and v.max() > v.min():
+        pad = 0.08 * (v.max() - v.min())
+        ax.set_ylim(max(0.0, v.min() - pad), v.max() + pad)
     ax.set_ylabel("test error (%)")
     ax.grid(alpha=0.3, which="both")
 
@@ -82,7 +103,8 @@ def _error_figure(df: pd.DataFrame, out_dir: Path, formats: Sequence[str], x: st
             style.legend(ax)
         if extra is not None:
             extra(axes[-1], panels, styles)
-        fig.suptitle(f"{title}\n{data.experiment_title(panels[0][1].iloc[0])}\n{BAND_NOTE}", fontsize="medium")
+        shown = pd.concat([rows for _, rows in panels])
+        fig.suptitle(f"{title}\n{data.experiment_title(panels[0][1].iloc[0])}\n{band_note(shown)}", fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"{name}{suffix}", formats)
     if not written:
         raise NotSupported(why or "no runs with test errors")
@@ -113,7 +135,7 @@ def _staleness_rows(rows: pd.DataFrame) -> pd.DataFrame:
     sb = sb[sb["beta"].isin(betas)]
     if sb["staleness"].fillna(1).nunique() < 2:
         return rows.iloc[:0]
-    return pd.concat([rows[rows["sampler"] == data.BASELINE], sb])
+    return pd.concat([rows[rows["sampler"] == style.TRADITIONAL], sb])
 
 
 def staleness(df, out_dir, formats=("png",)) -> List[Path]:
@@ -146,7 +168,7 @@ def label_noise(df, out_dir, formats=("png",)) -> List[Path]:
     df = data.prepare(df)
     if not (df["label_noise"].fillna(0) > 0).any():
         raise NotSupported("needs runs with label_noise > 0 (e.g. label_noise=0.01,0.1,0.2)")
-    keep = lambda r: r[r["sampler"].isin((data.BASELINE, "sb"))]  # noqa: E731
+    keep = lambda r: r[r["sampler"].isin((style.TRADITIONAL, "sb"))]  # noqa: E731
     noisy = df[df["experiment"].isin(df.loc[df["label_noise"].fillna(0) > 0, "experiment"])]
     return _error_figure(noisy, out_dir, formats, "train_time_s", "label_noise",
                          "SB vs Traditional under label noise (paper Fig. 12)", keep=keep,
@@ -154,21 +176,25 @@ def label_noise(df, out_dir, formats=("png",)) -> List[Path]:
                          extra=_mislabeled_panel)
 
 
-def selectivity(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
-    """Paper Fig. 13: final test error and time to k x Traditional's final error against the
-    selectivity 1/(1+beta), one line per sampler family (and noise rate); Traditional at 100%."""
-    df = data.prepare(df)
-    cfgs = data.configs(df)
-    finals = data.config_final_error(df)
-    curves = data.mean_curve(df, "train_time_s")
-    base = data.baseline_final(df)
-    cfgs = cfgs.join(finals, on="config")
-    cfgs["time"] = [data.time_to_target(curves.loc[curves["config"] == c, "x"], curves.loc[curves["config"] == c, "y"],
-                                        k * base[g]) if g in base.index else math.nan
-                    for c, g in zip(cfgs["config"], cfgs["group"])]
-    # A line per sampler family within a group (variant/staleness kept apart), if it has >= 2 points.
-    cfgs["line"] = cfgs["group"] + "#" + cfgs["sampler"] + "#" + cfgs["staleness"].astype(str) + "#" + cfgs["variant"]
-    swept = cfgs[cfgs["sampler"] != data.BASELINE].groupby("line")["selectivity"].nunique()
+def selectivity(df, out_dir, formats=("png",), k: float = 1.2, baseline: str = targets.BASELINE) -> List[Path]:
+    """Paper Fig. 13: final test error and time to k x the baseline's final error against the
+    selectivity 1/(1+beta), one line per sampler family (and noise rate); Traditional at 100%.
+    Errors carry 95% CI bars; times are means over the seeds that reached the target, marked
+    'r/n' where some never did."""
+    from .tables import kcol, speedup_table   # tables reads the per-seed times this figure shows
+
+    df = data.drop_duplicate_seeds(df)[0]
+    cfgs = data.configs(df).join(data.config_final_error(df), on="config")
+    sp = speedup_table(df, ks=(k,), baseline=baseline)
+    at = dict(zip(sp["config"], zip(sp[kcol("time", k)], sp[kcol("reached", k)]))) if len(sp) else {}
+    cfgs["time"] = [at.get(c, (math.nan, 0))[0] for c in cfgs["config"]]
+    cfgs["reached"] = [at.get(c, (math.nan, 0))[1] for c in cfgs["config"]]
+    # A line per sampler family within a group (staleness, variant and other knobs kept apart),
+    # if it has >= 2 points.
+    _, _, config_cols = data.key_columns(df)
+    apart = [c for c in config_cols if c not in ("beta", "selectivity")]
+    cfgs["line"] = cfgs.apply(lambda r: "|".join(data.fmt(r[c]) for c in apart), axis=1)
+    swept = cfgs[cfgs["sampler"] != style.TRADITIONAL].groupby("line")["selectivity"].nunique()
     lines = swept[swept >= 2].index
     if not len(lines):
         raise NotSupported("needs one sampler run at two or more selectivities (e.g. sampler=sb beta=1,2,3)")
@@ -179,33 +205,41 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2) -> List[Path]:
         if shown.empty:
             continue
         several_noise = shown["label_noise"].nunique() > 1
+        line_labels = style.config_labels(shown.assign(beta=np.nan, selectivity=np.nan))
         fig, (ax_err, ax_time) = style.new_figure(2)
         for line in [ln for ln in dict.fromkeys(shown["line"]) if ln in lines]:
             pts = shown[shown["line"] == line].sort_values("selectivity")
             r = pts.iloc[0]
-            label = style.family_name(r["sampler"])
-            label += f" n={int(r['staleness'])}" if r["sampler"] == "stale_sb" else ""
-            label += f", noise {style.pct(r['label_noise'])}" if several_noise else ""
+            label = line_labels[r["config"]]
             colour = style.FAMILIES.get(r["sampler"], (None, "C0"))[1]
             ls = style.LINESTYLES[sorted(shown["group"].unique()).index(r["group"]) % len(style.LINESTYLES)]
-            sel = 100 * pts["selectivity"]
-            err = [100 * pts["final_mean"], 100 * (pts["final_mean"] - pts["final_min"]),
-                   100 * (pts["final_max"] - pts["final_mean"])]
-            ax_err.errorbar(sel, err[0], yerr=err[1:], color=colour, ls=ls, marker="o", capsize=3, label=label)
-            ax_time.plot(sel, pts["time"], color=colour, ls=ls, marker="o", label=label)
-        for _, trad in shown[shown["sampler"] == data.BASELINE].groupby("group"):
+            _selectivity_points(ax_err, ax_time, pts, dict(color=colour, ls=ls, marker="o", label=label))
+        for _, trad in shown[shown["sampler"] == style.TRADITIONAL].groupby("group"):
             r = trad.iloc[0]
             label = "Traditional (100%)" + (f", noise {style.pct(r['label_noise'])}" if several_noise else "")
-            ax_err.plot([100], [100 * r["final_mean"]], "k*", ms=10, label=label)
-            ax_time.plot([100], [r["time"]], "k*", ms=10, label=label)
+            _selectivity_points(ax_err, ax_time, trad.iloc[:1].assign(selectivity=1.0),
+                                dict(color="k", ls="", marker="*", ms=10, label=label))
         ax_err.set_ylabel("final test error (%)")
-        ax_time.set_ylabel(f"time to {k:g}× Traditional's final error (s)")
-        ax_err.set_title("Final test error (bars: min–max over seeds)", fontsize="medium")
-        ax_time.set_title("Time to target (missing point: never reached)", fontsize="medium")
+        ax_time.set_ylabel(f"time to {k:g}× the baseline's final error (s)")
+        ax_err.set_title(f"Final test error (bars: {stats.CONFIDENCE:.0%} CI over seeds)", fontsize="medium")
+        ax_time.set_title("Time to target, mean over the seeds that reached it\n(r/n: seeds that reached it; "
+                          "missing point: none did)", fontsize="medium")
         for ax in (ax_err, ax_time):
             ax.set_xlabel("selectivity: expected backprop fraction 1/(1+β) (%)")
             ax.grid(alpha=0.3)
             style.legend(ax)
-        fig.suptitle(f"Selectivity sweep (paper Fig. 13)\n{data.experiment_title(shown.iloc[0])}", fontsize="medium")
+        fig.suptitle(f"Selectivity sweep (paper Fig. 13)\n{data.experiment_title(exp.iloc[0])}", fontsize="medium")
         written += style.save(fig, Path(out_dir) / f"selectivity{suffix}", formats)
     return written
+
+
+def _selectivity_points(ax_err, ax_time, pts: pd.DataFrame, kw: dict) -> None:
+    """Final error with CI bars (none for one seed) and time to target, marking partial reach."""
+    sel = 100 * pts["selectivity"].to_numpy(dtype=float)
+    half = np.nan_to_num(100 * pts["final_half"].to_numpy(dtype=float))
+    ax_err.errorbar(sel, 100 * pts["final_mean"], yerr=half, capsize=3, **kw)
+    ax_time.plot(sel, pts["time"], **kw)
+    for x, t, reached, seeds in zip(sel, pts["time"], pts["reached"], pts["seeds"]):
+        if np.isfinite(t) and reached < seeds:
+            ax_time.annotate(f"{reached}/{seeds}", (x, t), textcoords="offset points", xytext=(3, 3),
+                             fontsize="x-small")

@@ -1,60 +1,60 @@
-"""Pure arithmetic over the merged runs table: configurations, mean curves, time to a target.
+"""Pure arithmetic over the merged runs table: configurations, mean curves, headings, duplicates.
 
-A *configuration* is everything that defines a run except its seed: the run's params (dataset,
-model, sampler, beta, staleness, selectivity, label_noise, batch_size, epochs, lr) plus any other
-command-line override (`setting`, e.g. `model.width=16`; `variant`, the `sampler.*` ones), so two
-runs that differ in an override the params do not record are never averaged as if they were seeds.
+A *configuration* is everything that defines a run except its seed: every key of the run's
+params (summary.json) that the key table does not call operational (see keys.py), plus the
+command-line overrides the params do not record (`setting`, e.g. `model.width=16`; `variant`,
+the `sampler.*` ones), so two runs that differ in any such key are never averaged as if they
+were seeds.
 
-An *experiment* is what a configuration is compared within: the configuration minus the sampler
-and its knobs and minus label_noise (label_noise makes the panels). A *group* is an experiment at
-one noise rate; each group's Traditional runs are its baseline.
+An *experiment* is what a configuration is compared within: dataset, model, batch size, lr,
+epochs, budget and `setting` (keys.py). A *group* is an experiment at one label-noise rate; each
+group's baseline configuration (targets.py) is what the others are measured against.
 
 Curves are aggregated per epoch: at epoch e a configuration's curve sits at the mean over seeds of
-x (time, backprops, ...) and of the test error, with the seeds' min and max error as a band. Runs
-are evaluated at the end of every epoch, so this is exact at the points measured and needs no
-interpolation between seeds whose clocks differ.
+x (time, backprops, ...) and of the test error, with a 95% Student-t confidence interval of the
+mean error as its band (none for one seed). Runs are evaluated at the end of every epoch, so this
+is exact at the points measured and needs no interpolation between seeds whose clocks differ.
 """
 from __future__ import annotations
 
 import json
 import math
 import textwrap
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from . import style
+from .. import records
+from ..config import OPERATIONAL, key_kind
+from . import keys, stats, style
+from .keys import CONFIG_KEYS, EXPERIMENT_KEYS, GROUP_KEYS, SAMPLER_KNOBS  # noqa: F401  (re-exported)
 
-SAMPLER_KNOBS = ["sampler", "beta", "staleness", "selectivity", "variant"]
-EXPERIMENT_KEYS = ["dataset", "model", "setting", "batch_size", "lr", "epochs"]
-GROUP_KEYS = EXPERIMENT_KEYS + ["label_noise"]
-CONFIG_KEYS = GROUP_KEYS + SAMPLER_KNOBS
 TIME_PARTS = [("time_backward_s", "backward"), ("time_select_fwd_s", "forward (selection)"),
               ("time_train_fwd_s", "forward (training)"), ("time_other_s", "other (data, bookkeeping)")]
-BASELINE = "traditional"
 # Errors are stored as float fractions; "reached" allows for the rounding of k * error.
 TOLERANCE = 1e-9
-
-# Overrides that are recorded in params already, or that do not change what a run computes.
-_NOT_SETTINGS = {"seed", "sampler", "beta", "label_noise", "dataset", "model", "epochs", "batch_size",
-                 "optim.lr", "name", "out_dir", "data_dir", "device", "progress", "plots", "num_workers",
-                 "resume", "loss_snapshots", "extremes", "eval_batch_size", "nan_check"}
-_NOT_VARIANTS = {"sampler.beta", "sampler.staleness", "sampler.prob", "sampler.keep"}
+# What merge.py records for runs merged before params were stored whole.
+LEGACY_PARAMS = ["dataset", "model", "sampler", "beta", "staleness", "selectivity", "label_noise", "seed",
+                 "batch_size", "epochs", "lr"]
+# metrics.csv's cumulative work, in Traditional-epoch equivalents (sbrun/budget.py); absent in older runs
+WORK = "work"
 
 
 # --- Configurations --------------------------------------------------------------------------
 
-def split_overrides(overrides: Iterable[str]) -> tuple[str, str]:
+def split_overrides(overrides: Iterable[str], params: Iterable[str] = LEGACY_PARAMS) -> tuple[str, str]:
     """(setting, variant) strings from a run's command-line overrides.
 
-    setting: overrides that change the experiment (model.width=16, schedule=..., debug=fast);
-    variant: sampler.* overrides that change the sampler beyond beta/staleness/selectivity.
+    Left out: the seed, operational keys (sbrun.config.key_kind) and keys the run's `params`
+    record already. Of the rest, sampler.* overrides form the variant (they change the sampler
+    beyond its recorded knobs) and every other one the setting (model.width=16, schedule=...).
     """
+    params = set(params) | {keys.SEED}
     setting, variant = [], []
     for o in overrides or []:
         key = o.split("=", 1)[0].lstrip("+~")
-        if key in _NOT_SETTINGS or key.startswith(("hydra.", "checkpoint.")) or key in _NOT_VARIANTS:
+        if key.startswith("hydra.") or key_kind(key) == OPERATIONAL or keys.recorded(key, params):
             continue
         (variant if key.startswith("sampler.") else setting).append(o.lstrip("+"))
     return " ".join(sorted(setting)), " ".join(sorted(variant))
@@ -66,19 +66,45 @@ def attach_overrides(df: pd.DataFrame) -> pd.DataFrame:
         return df
     df = df.copy()
     raw = df["overrides"] if "overrides" in df.columns else pd.Series("[]", index=df.index)
-    pairs = {text: split_overrides(json.loads(text) if isinstance(text, str) and text else [])
-             for text in raw.unique()}
-    df["setting"] = raw.map(lambda t: pairs[t][0])
-    df["variant"] = raw.map(lambda t: pairs[t][1])
+    par = df[keys.PARAMS_COLUMN] if keys.PARAMS_COLUMN in df.columns else pd.Series("", index=df.index)
+    pairs = {}
+    for text, ptext in set(zip(raw, par)):
+        recorded = keys.param_keys([ptext]) if isinstance(ptext, str) and ptext else LEGACY_PARAMS
+        overrides = json.loads(text) if isinstance(text, str) and text else []
+        pairs[text, ptext] = split_overrides(overrides, recorded)
+    df["setting"] = [pairs[t, p][0] for t, p in zip(raw, par)]
+    df["variant"] = [pairs[t, p][1] for t, p in zip(raw, par)]
     return df
 
 
+def fmt(v) -> str:
+    """A value as it reads on the command line: 2.0 -> '2', None/NaN -> ''."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
 def _key(row, cols: Sequence[str]) -> str:
-    def fmt(v):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return ""
-        return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
     return "|".join(f"{c}={fmt(row[c])}" for c in cols)
+
+
+def key_columns(df: pd.DataFrame) -> Tuple[List[str], List[str], List[str]]:
+    """(experiment, group, configuration) columns of this table, the fixed ones plus the params
+    keys it records beyond them."""
+    exp_extra, knob_extra = keys.extras(df)
+    experiment = EXPERIMENT_KEYS + exp_extra
+    group = experiment + ["label_noise"]
+    return experiment, group, group + SAMPLER_KNOBS + knob_extra
+
+
+def _params_columns(df: pd.DataFrame) -> None:
+    """Give every params key its own column (tables written by merge.py have them already)."""
+    if keys.PARAMS_COLUMN not in df.columns:
+        return
+    parsed = {t: json.loads(t) if isinstance(t, str) and t else {} for t in df[keys.PARAMS_COLUMN].unique()}
+    for key in keys.param_keys(parsed):
+        if key not in df.columns:
+            df[key] = df[keys.PARAMS_COLUMN].map(lambda t: parsed[t].get(key))
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -95,13 +121,19 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = ""
         df[col] = df[col].fillna("").astype(str)
-    for col in CONFIG_KEYS:
+    if keys.PARAMS_COLUMN in df.columns:
+        df[keys.PARAMS_COLUMN] = df[keys.PARAMS_COLUMN].fillna("").astype(str)
+    _params_columns(df)
+    experiment, group, config = key_columns(df)
+    for col in config:
         if col not in df.columns:
             df[col] = np.nan
     df = df[df["test_error"].notna()].sort_values(["run", "epoch"], kind="stable")
-    df["config"] = df.apply(lambda r: _key(r, CONFIG_KEYS), axis=1) if len(df) else ""
-    df["group"] = df.apply(lambda r: _key(r, GROUP_KEYS), axis=1) if len(df) else ""
-    df["experiment"] = df.apply(lambda r: _key(r, EXPERIMENT_KEYS), axis=1) if len(df) else ""
+    # Every key column is constant within a run: build the keys once per run, not per epoch row.
+    firsts = df.drop_duplicates("run").set_index("run")
+    for name, cols in (("config", config), ("group", group), ("experiment", experiment)):
+        keys_of = {run: _key(r, cols) for run, r in firsts.iterrows()}
+        df[name] = df["run"].map(keys_of) if len(df) else ""
     if {"select_forwards", "backprops"} <= set(df.columns):
         df["forward_passes"] = df["select_forwards"] + df["backprops"]
     for col, _ in TIME_PARTS:
@@ -112,28 +144,55 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 def configs(df: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration, in legend order (Traditional first, then by family and knobs),
-    with the number of seeds and the lowest seed's run directory."""
+    with the number of seeds, their list (`seed_list`) and the lowest seed's run directory."""
     df = prepare(df)
     first = df.sort_values(["seed", "run"]).groupby("config", sort=False).first().reset_index()
     first["seeds"] = first["config"].map(df.groupby("config")["run"].nunique())
+    seed_lists = df.groupby("config")["seed"].agg(lambda s: " ".join(fmt(v) for v in sorted(set(s.dropna()))))
+    first["seed_list"] = first["config"].map(seed_lists)
     first["_rank"] = first["sampler"].map(style.family_rank)
-    order = ["experiment", "label_noise", "_rank", "sampler", "staleness", "beta", "selectivity", "variant"]
+    knob_extra = keys.extras(df)[1]
+    order = ["experiment", "label_noise", "_rank", "sampler", "staleness", "beta", "selectivity", "variant"] + knob_extra
     first = first.sort_values(order, na_position="first", kind="stable")
     return first.drop(columns="_rank").reset_index(drop=True)
+
+
+def drop_duplicate_seeds(df: pd.DataFrame) -> Tuple[pd.DataFrame, List[Tuple[str, str]]]:
+    """Keep one run per (configuration, seed): a pair run twice (a re-run under another name,
+    two sweeps over the same point) is one seed, not two. The kept run is the finished one, then
+    the one with most epochs, then the most recent (run_mtime, else the later directory name).
+    Returns (table without the others, [(dropped run, kept run), ...])."""
+    df = prepare(df)
+    if df.empty:
+        return df, []
+    g = df.groupby("run")
+    per = g.agg(config=("config", "first"), seed=("seed", "first"), rows=("epoch", "size"))
+    per["finished"] = g["status"].first() == records.FINISHED if "status" in df.columns else False
+    per["mtime"] = g["run_mtime"].first() if "run_mtime" in df.columns else np.nan
+    per = per.reset_index().sort_values(["finished", "rows", "mtime", "run"], ascending=False, na_position="last")
+    per["seed_key"] = per["seed"].map(fmt)
+    kept = per.groupby(["config", "seed_key"], sort=False)["run"].transform("first")
+    dropped = [(r, k) for r, k in zip(per["run"], kept) if r != k]
+    if not dropped:
+        return df, []
+    gone = {r for r, _ in dropped}
+    return df[~df["run"].isin(gone)].reset_index(drop=True), sorted(dropped)
 
 
 # --- Curves ----------------------------------------------------------------------------------
 
 def mean_curve(df: pd.DataFrame, x: str, y: str = "test_error") -> pd.DataFrame:
-    """Per configuration and epoch: mean x, mean/min/max y over seeds, and how many seeds.
+    """Per configuration and epoch: mean x and mean y over seeds, the sd of y, its 95% CI
+    (y_lo, y_hi; NaN where fewer than two seeds have that epoch), and how many seeds (n).
 
-    Columns: config, epoch, x, y, y_min, y_max, n. Sorted by config and epoch.
+    Columns: config, epoch, x, y, y_sd, y_lo, y_hi, n. Sorted by config and epoch.
     """
     df = prepare(df)
     g = df.groupby(["config", "epoch"], sort=True)
-    out = pd.DataFrame({"x": g[x].mean(), "y": g[y].mean(), "y_min": g[y].min(), "y_max": g[y].max(),
-                        "n": g[y].size()}).reset_index()
-    return out
+    out = pd.DataFrame({"x": g[x].mean(), "y": g[y].mean(), "y_sd": g[y].std(ddof=1), "n": g[y].count()})
+    half = stats.half_widths(out["y_sd"], out["n"])
+    out["y_lo"], out["y_hi"] = out["y"] - half, out["y"] + half
+    return out.reset_index()
 
 
 def reach_index(errors: Sequence[float], target: float) -> Optional[int]:
@@ -152,39 +211,25 @@ def time_to_target(xs: Sequence[float], errors: Sequence[float], target: float) 
     return float(np.asarray(xs, dtype=float)[i]) if i is not None else math.nan
 
 
-def final_errors(df: pd.DataFrame) -> pd.Series:
-    """Each run's test error at its last recorded epoch, indexed by run."""
+def per_run(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: config, group, experiment, seed and final (its last test error), plus its
+    best error; indexed by run."""
     df = prepare(df)
-    return df.groupby("run")["test_error"].last()
+    g = df.groupby("run")
+    out = g[["config", "group", "experiment", "seed"]].first()
+    out["final"] = g["test_error"].last()
+    out["best"] = g["test_error"].min()
+    return out
 
 
 def config_final_error(df: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: mean, min and max over seeds of the final test error."""
-    df = prepare(df)
-    finals = final_errors(df)
-    run_cfg = df.groupby("run")["config"].first()
-    per = pd.DataFrame({"config": run_cfg, "final": finals})
-    g = per.groupby("config")["final"]
-    return pd.DataFrame({"final_mean": g.mean(), "final_min": g.min(), "final_max": g.max()})
-
-
-def baseline_final(df: pd.DataFrame) -> pd.Series:
-    """Per group: Traditional's final test error, averaged over its seeds (NaN-free; groups
-    without Traditional runs are absent)."""
-    df = prepare(df)
-    base = df[df["sampler"] == BASELINE]
-    if base.empty:
-        return pd.Series(dtype=float)
-    finals = final_errors(base)
-    run_group = base.groupby("run")["group"].first()
-    return finals.groupby(run_group).mean()
-
-
-def targets(df: pd.DataFrame, ks: Iterable[float]) -> pd.DataFrame:
-    """Per group and k: the target error k x Traditional's final error. Columns group, k, target."""
-    base = baseline_final(df)
-    rows = [{"group": g, "k": k, "target": k * e} for g, e in base.items() for k in ks]
-    return pd.DataFrame(rows, columns=["group", "k", "target"])
+    """Per configuration: the final test error's mean, sd, n and 95% CI (lo, hi, half) over seeds."""
+    runs = per_run(df)
+    rows = {cfg: stats.summarize(part["final"])._asdict() for cfg, part in runs.groupby("config")}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=list(stats.Summary._fields))
+    out = out.rename(columns=lambda c: f"final_{c}").astype({"final_n": int})
+    out["final_lo"], out["final_hi"] = out["final_mean"] - out["final_half"], out["final_mean"] + out["final_half"]
+    return out
 
 
 def split(df: pd.DataFrame, key: str) -> List[tuple[str, pd.DataFrame]]:
@@ -193,9 +238,29 @@ def split(df: pd.DataFrame, key: str) -> List[tuple[str, pd.DataFrame]]:
     return [(k, df[df[key] == k]) for k in dict.fromkeys(df[key])]
 
 
+# --- Headings and file names -----------------------------------------------------------------
+
+def _row_experiment_extras(r) -> List[str]:
+    text = r.get(keys.PARAMS_COLUMN) if hasattr(r, "get") else None
+    return [k for k in keys.param_keys([text]) if keys.role(k) == "experiment" and k not in EXPERIMENT_KEYS] \
+        if isinstance(text, str) and text else []
+
+
+def experiment_parts(r) -> List[str]:
+    """What identifies a row's experiment, as 'key=value' parts after 'dataset / model': batch
+    size, lr, epochs and any budget key, so two experiments never share a heading."""
+    parts = [f"{r['dataset']} / {r['model']}"]
+    for c in ["batch_size", "lr", "epochs"] + _row_experiment_extras(r):
+        v = fmt(r.get(c)) if hasattr(r, "get") else ""
+        if v:
+            parts.append(f"{c}={v}")
+    return parts
+
+
 def experiment_title(r) -> str:
-    """'mnist / cnn' plus the experiment's extra overrides on wrapped lines, for figure titles."""
-    head = f"{r['dataset']} / {r['model']}"
+    """'mnist / cnn, batch_size=128, lr=0.05, epochs=10' plus the experiment's extra overrides on
+    wrapped lines, for figure titles."""
+    head = ", ".join(experiment_parts(r))
     return head + ("\n" + textwrap.fill(str(r["setting"]), 90) if r.get("setting") else "")
 
 
@@ -204,8 +269,9 @@ def noise_title(noise) -> str:
 
 
 def describe_group(r, with_noise: bool = True) -> str:
-    """A short title for the experiment or group of a row: 'mnist / cnn, noise 10%'."""
-    parts = [f"{r['dataset']} / {r['model']}"]
+    """A one-line title for the experiment or group of a row: 'mnist / cnn, batch_size=128, ...,
+    label noise 10%'."""
+    parts = experiment_parts(r)
     if r.get("setting"):
         parts.append(str(r["setting"]))
     if with_noise:
@@ -214,12 +280,26 @@ def describe_group(r, with_noise: bool = True) -> str:
 
 
 def per_experiment(df: pd.DataFrame) -> List[tuple[str, pd.DataFrame]]:
-    """(file-name suffix, rows) per experiment; the suffix is empty when there is only one, so
-    the common case gets plain names (time_to_accuracy.png)."""
+    """(file-name suffix, rows) per experiment. The suffix is empty when there is only one, so the
+    common case gets plain names (time_to_accuracy.png); otherwise it names the experiment keys
+    whose values differ ('_epochs_10' vs '_epochs_20'), and is made unique if two slugs collide."""
     parts = split(df, "experiment")
     if len(parts) == 1:
         return [("", parts[0][1])]
-    return [("_" + style.slug(describe_group(rows.iloc[0], with_noise=False)), rows) for _, rows in parts]
+    experiment, _, _ = key_columns(prepare(df))
+    firsts = [rows.iloc[0] for _, rows in parts]
+    varying = [c for c in experiment if len({fmt(r[c]) for r in firsts}) > 1]
+    out, used = [], set()
+    for (_, rows), r in zip(parts, firsts):
+        words = [fmt(r[c]) or "none" if c in ("dataset", "model", "setting") else f"{c}={fmt(r[c]) or 'none'}"
+                 for c in varying]
+        name = "_" + style.slug(" ".join(words))
+        stem, i = name, 2
+        while name in used:
+            name, i = f"{stem}_{i}", i + 1
+        used.add(name)
+        out.append((name, rows))
+    return out
 
 
 def noise_panels(df: pd.DataFrame) -> List[tuple[float, pd.DataFrame]]:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, NamedTuple, Sequence
+from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import pandas as pd
 
-from . import breakdown, curves, data, images, losses, tables
+from . import breakdown, curves, data, images, losses, tables, targets
 from ..records import OutputError
 from .style import NotSupported
 
@@ -27,7 +27,7 @@ FIGURES: Dict[str, Callable] = {
     "selection_probability": losses.selection_probability,
     "loss_cdf": losses.loss_cdf,
 }
-# Figures that read a target k (the middle of the table's ks unless told otherwise).
+# Figures that read a target: k (the middle of the table's ks unless told otherwise) and the baseline.
 TAKES_K = {"time_breakdown", "selectivity"}
 
 
@@ -36,19 +36,34 @@ class Report(NamedTuple):
     skipped: List[str]      # "name: what the figure needs" for figures the runs do not support
     failed: List[str]       # "name: error" for figures that raised (the others are still drawn)
     speedup_md: str         # the speedup table as Markdown
+    notes: List[str]        # one line each: what the tables could not show, and why
+
+
+def clean(df: pd.DataFrame) -> Tuple[pd.DataFrame, List[str]]:
+    """The merged runs ready for make_all (overrides split, keys added, one run per configuration
+    and seed), and a note naming any duplicate runs dropped."""
+    df, dropped = data.drop_duplicate_seeds(data.prepare(data.attach_overrides(df)))
+    notes = []
+    if dropped:
+        notes.append(f"{len(dropped)} run(s) repeat a (configuration, seed) pair and are left out, keeping one run "
+                     f"per pair (finished, then most epochs, then most recent): "
+                     + "; ".join(f"{d} (kept {k})" for d, k in dropped))
+    return df, notes
 
 
 def make_all(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png", "pdf"),
-             ks: Sequence[float] = tables.DEFAULT_KS, figures: Dict[str, Callable] | None = None) -> Report:
-    """Write the tables and every supported figure (or those in `figures`)."""
+             ks: Sequence[float] = tables.DEFAULT_KS, figures: Dict[str, Callable] | None = None,
+             baseline: str = targets.BASELINE) -> Report:
+    """Write the tables and every supported figure (or those in `figures`). A duplicate
+    (configuration, seed) run is dropped here too; call `clean` first to learn which."""
     out_dir = Path(out_dir)
-    df = data.prepare(data.attach_overrides(df))
+    df, notes = clean(df)
     k_mid = sorted(ks)[len(ks) // 2]
-    written, speedup_md = tables.write_tables(df, out_dir, ks)
-    report = Report(written, [], [], speedup_md)
+    written, speedup_md, table_notes = tables.write_tables(df, out_dir, ks, baseline)
+    report = Report(written, [], [], speedup_md, notes + table_notes)
     for name, fn in (FIGURES if figures is None else figures).items():
         try:
-            written += fn(df, out_dir, formats, **({"k": k_mid} if name in TAKES_K else {}))
+            written += fn(df, out_dir, formats, **({"k": k_mid, "baseline": baseline} if name in TAKES_K else {}))
         except NotSupported as why:
             report.skipped.append(f"{name}: {why}")
         except OutputError:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
 from .. import records
+from . import keys
 
 
 def agg_figure(**kwargs) -> Figure:
@@ -26,6 +27,7 @@ def agg_figure(**kwargs) -> Figure:
     return fig
 
 
+TRADITIONAL = "traditional"   # the sampler that backpropagates every example: the default baseline
 # Display names and base colours, in the order configurations are listed in legends and tables.
 FAMILIES = {
     "traditional": ("Traditional", "#000000"),
@@ -35,14 +37,19 @@ FAMILIES = {
     "topk": ("Top-k", "#9467bd"),
     "random": ("Random", "#7f7f7f"),
     "composer": ("Composer", "#8c564b"),
+    "infobatch": ("InfoBatch", "#2ca02c"),
+    "kakurenbo": ("KAKURENBO", "#e377c2"),
+    "rho": ("RHO-LOSS", "#17becf"),
 }
-EXTRA_COLOURS = ["#2ca02c", "#e377c2", "#17becf", "#bcbd22"]
+# Samplers without a family colour (none of these is a family's colour).
+EXTRA_COLOURS = ["#bcbd22", "#aec7e8", "#ffbb78", "#98df8a"]
 LINESTYLES = ["-", "--", ":", "-."]
 DPI = 150
 
 # Columns that tell configurations apart beyond sampler/beta/staleness/selectivity; a legend names
-# them only when they vary among the curves it shows.
-EXTRA_LABEL_COLUMNS = [("label_noise", "noise"), ("dataset", ""), ("model", ""), ("batch_size", "batch"),
+# them only when they vary among the curves it shows. Params keys beyond these (keys.extras, e.g.
+# selection_forward, budget_amount) are named the same way, as 'key=value'.
+EXTRA_LABEL_COLUMNS = [("label_noise", "noise"), ("dataset", ""), ("model", ""), ("batch_size", "batch_size"),
                        ("lr", "lr"), ("epochs", "epochs"), ("setting", ""), ("variant", "")]
 
 
@@ -82,12 +89,22 @@ def base_label(row) -> str:
     return " ".join(parts)
 
 
+def _value(v) -> str:
+    return _num(v) if isinstance(v, (float, int)) and not isinstance(v, bool) else str(v)
+
+
 def _extra(col: str, prefix: str, v) -> str:
     if not _present(v):
         return ""
     if col == "label_noise":
         return f"noise {pct(v)}"
-    return f"{prefix}={v}" if prefix else str(v)
+    return f"{prefix}={_value(v)}" if prefix else _value(v)
+
+
+def label_columns(configs) -> List[tuple]:
+    """(column, prefix) pairs a legend may name: the fixed ones and the table's extra params keys."""
+    exp_extra, knob_extra = keys.extras(configs)
+    return EXTRA_LABEL_COLUMNS + [(k, k) for k in exp_extra + knob_extra]
 
 
 def config_labels(configs, within: str | None = None) -> Dict[str, str]:
@@ -103,8 +120,8 @@ def config_labels(configs, within: str | None = None) -> Dict[str, str]:
         for _, part in configs.groupby(within, sort=False):
             out.update(config_labels(part))
         return out
-    varying = [(c, p) for c, p in EXTRA_LABEL_COLUMNS
-               if c in configs.columns and configs[c].astype(str).nunique() > 1]
+    varying = [(c, p) for c, p in label_columns(configs)
+               if c in configs.columns and configs[c].map(_value).nunique() > 1]
     out = {}
     for _, row in configs.iterrows():
         extras = [e for e in (_extra(c, p, row[c]) for c, p in varying) if e]

@@ -1,139 +1,254 @@
-"""Tables: the speedup table (paper Table 1) and per-configuration final results.
+"""Tables: the speedup table (paper Table 1) and per-configuration final results, with
+statistics over seeds.
 
-Speedup arithmetic, per group (one experiment at one label-noise rate):
-- Traditional's final error E = mean over Traditional's seeds of each seed's last test error;
-- target(k) = k * E for each k (1.1, 1.2, 1.4 by default);
-- a configuration's time to target(k) is read off its *mean curve over seeds* (mean training
-  time and mean test error per epoch): the mean time at the first epoch whose mean error is
-  <= target. The mean curve is what the time-to-accuracy figure draws, so table and figure agree,
-  and a configuration counts as reaching a target only if its seeds do so on average (per-seed
-  times would have to drop or penalise seeds that never reach it);
-- speedup(k) = Traditional's time to target(k) / the configuration's time; "–" when the
-  configuration never reaches it (Traditional's own row reads 1.00 where it does).
+Speedup arithmetic, per group (one experiment at one label-noise rate; targets.py):
+- the baseline's final error E = mean over its seeds of each seed's last test error;
+- target(k) = k × E for each k (1.1, 1.2, 1.4 by default); none above 100% error;
+- each seed's time (and work, where metrics.csv records it) to target(k) is its own first
+  evaluation at or below the target; seeds that never get there are counted ("2/3 reached")
+  and left out of the mean, never averaged in;
+- speedup(k) per seed = the baseline's time / the seed's time: paired seed by seed when the
+  configuration ran exactly the baseline's seeds, else against the baseline's mean time;
+- every statistic is reported as mean, sd, n and the half-width of a 95% Student-t confidence
+  interval of the mean (stats.py); one seed gives no interval.
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import pandas as pd
 
 from .. import records
-from . import data, style
+from . import data, stats, style, targets
 
 DEFAULT_KS = (1.1, 1.2, 1.4)
 DASH = "–"
+X_TIME, X_WORK = "train_time_s", data.WORK
+LEGEND = ("Cells: mean ± half-width of the 95% confidence interval over seeds (Student t; no interval "
+          "with one seed). Speedup: the baseline's time to the target ÷ the configuration's, per seed; "
+          "*paired* when the configuration ran exactly the baseline's seeds (seed by seed), *unpaired* "
+          "otherwise (against the baseline's mean time). In brackets: the time to the target over the "
+          "seeds that reached it, and 'r/n reached' when some never did; " + DASH + " = no seed reached it, "
+          "or the target is above 100% error.")
 
 
 def kcol(kind: str, k: float) -> str:
     return f"{kind}_{k:g}x"
 
 
-def speedup_table(df: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, x: str = "train_time_s") -> pd.DataFrame:
-    """One row per configuration of every group that has Traditional runs.
+def _stat(prefix: str, s: stats.Summary, n: bool = True) -> Dict[str, float]:
+    """prefix (the mean), prefix_sd, prefix_ci95 (half-width) and, with n, prefix_n."""
+    out = {prefix: s.mean, f"{prefix}_sd": s.sd, f"{prefix}_ci95": s.half}
+    if n:
+        out[f"{prefix}_n"] = s.n
+    return out
 
-    Columns: group, dataset, model, setting, label, sampler, beta, staleness, selectivity, label_noise, seeds,
-    final_error (mean over seeds), baseline_error, and per k: target_<k>x, time_<k>x
-    (NaN = never reached) and speedup_<k>x (NaN = never reached).
+
+def _reach_stats(kind: str, k: float, base: Dict, mine: Dict) -> Dict[str, float]:
+    """time/work columns and their speedup columns for one target, from {seed: value}."""
+    ratios, _ = stats.speedups(base, mine)
+    speed = "speedup" if kind == "time" else f"{kind}_speedup"
+    return {**_stat(kcol(kind, k), stats.summarize(mine.values())),
+            **_stat(kcol(speed, k), stats.summarize(ratios))}
+
+
+def _by_seed(reach: pd.DataFrame, config: str, column: str) -> Dict:
+    """{seed: value} of one configuration's runs in a targets.seed_reach table."""
+    mine = reach[reach["config"] == config]
+    return dict(zip(mine["seed"], mine[column]))
+
+
+def _has_work(df: pd.DataFrame) -> bool:
+    return X_WORK in df.columns and bool(np.isfinite(df[X_WORK].to_numpy(dtype=float)).any())
+
+
+def speedup_table(df: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, x: str = X_TIME,
+                  baseline: str = targets.BASELINE) -> pd.DataFrame:
+    """One row per configuration of every group that has a baseline configuration.
+
+    Columns: group, config (key), experiment, dataset, model, setting, label, sampler, beta, staleness,
+    selectivity, label_noise, seeds, seed_list, baseline (its label), baseline_error[_ci95],
+    baseline_seeds, pairing (baseline / paired / unpaired), final_error[_sd/_ci95/_n], and per k:
+    target_<k>x (NaN above 100% error), reached_<k>x (seeds that reached it), time_<k>x[_sd/_ci95/_n]
+    (over those seeds), speedup_<k>x[_sd/_ci95/_n]; where metrics.csv records work, also
+    work_<k>x[...] (Traditional-epoch equivalents) and work_speedup_<k>x[...].
     """
-    df = data.prepare(df)
+    df = data.drop_duplicate_seeds(df)[0]
     cfgs = data.configs(df)
-    base = data.baseline_final(df)
-    curves = data.mean_curve(df, x)
-    finals = data.config_final_error(df)
-    rows = []
+    chosen = targets.choose(df, baseline)
+    base_err = targets.baseline_errors(df, chosen)
+    runs = data.per_run(df)
     labels = style.config_labels(cfgs, within="group")
+    columns = [x] + ([X_WORK] if _has_work(df) else [])
+    rows = []
     for group, members in cfgs.groupby("group", sort=False):
-        if group not in base.index:
+        if group not in chosen:
             continue
-        base_cfgs = members.loc[members["sampler"] == data.BASELINE, "config"]
-        base_curve = curves[curves["config"].isin(base_cfgs)]
-        if base_cfgs.nunique() > 1:
-            # Several Traditional configurations in one group: only when a sampler-only override
-            # was put on Traditional runs; their pooled final error is the baseline then.
-            base_curve = base_curve.groupby("epoch").agg(x=("x", "mean"), y=("y", "mean")).reset_index()
+        be = base_err[group]
+        goal = {k: targets.target(k, be.mean) for k in ks}
+        reach = {k: targets.seed_reach(df, {group: t}, columns) for k, t in goal.items()}
+        base_seeds = runs.loc[runs["config"] == chosen[group], "seed"]
         for _, cfg in members.iterrows():
-            curve = curves[curves["config"] == cfg["config"]]
-            row = {"group": group, "dataset": cfg["dataset"], "model": cfg["model"], "setting": cfg["setting"],
-                   "label": labels[cfg["config"]], "sampler": cfg["sampler"],
-                   "beta": cfg["beta"], "staleness": cfg["staleness"], "selectivity": cfg["selectivity"],
-                   "label_noise": cfg["label_noise"], "seeds": int(cfg["seeds"]),
-                   "final_error": finals.loc[cfg["config"], "final_mean"], "baseline_error": base[group]}
+            mine = runs[runs["config"] == cfg["config"]]
+            pairing = "baseline" if cfg["config"] == chosen[group] else stats.pairing(base_seeds, mine["seed"])
+            row = {"group": group, "config": cfg["config"], "experiment": data.describe_group(cfg, with_noise=False),
+                   "dataset": cfg["dataset"], "model": cfg["model"], "setting": cfg["setting"],
+                   "label": labels[cfg["config"]], "sampler": cfg["sampler"], "beta": cfg["beta"],
+                   "staleness": cfg["staleness"], "selectivity": cfg["selectivity"],
+                   "label_noise": cfg["label_noise"], "seeds": int(cfg["seeds"]), "seed_list": cfg["seed_list"],
+                   "baseline": labels[chosen[group]], "baseline_error": be.mean, "baseline_error_ci95": be.half,
+                   "baseline_seeds": be.n, "pairing": pairing,
+                   **_stat("final_error", stats.summarize(mine["final"]))}
             for k in ks:
-                target = k * base[group]
-                t_base = data.time_to_target(base_curve["x"], base_curve["y"], target)
-                t = data.time_to_target(curve["x"], curve["y"], target)
-                row[kcol("target", k)] = target
-                row[kcol("time", k)] = t
-                row[kcol("speedup", k)] = t_base / t if t > 0 and not math.isnan(t) else math.nan
+                row[kcol("target", k)] = goal[k]
+                mine_at = {c: _by_seed(reach[k], cfg["config"], c) for c in columns}
+                base_at = {c: _by_seed(reach[k], chosen[group], c) for c in columns}
+                row[kcol("reached", k)] = len(stats.finite(mine_at[x].values()))
+                row.update(_reach_stats("time", k, base_at[x], mine_at[x]))
+                if X_WORK in columns:
+                    row.update(_reach_stats("work", k, base_at[X_WORK], mine_at[X_WORK]))
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _cell(speedup: float, time: float, unit: str) -> str:
-    if math.isnan(time):
+def _pm(mean: float, half: float, spec: str) -> str:
+    """'2.00 ± 0.31', or '2.00' where there is no interval (one seed)."""
+    return f"{mean:{spec}}" + (f" ± {half:{spec}}" if np.isfinite(half) else "")
+
+
+def _cell(r, k: float, kind: str, unit: str) -> str:
+    """'1.40 ± 0.12× (24.4 ± 2.0 s)', with '; 2/3 reached' when some seeds never got there."""
+    seeds, reached = int(r["seeds"]), int(r[kcol(kind, k) + "_n"])
+    if not np.isfinite(r[kcol("target", k)]):
         return DASH
-    sp = DASH if math.isnan(speedup) else f"{speedup:.2f}×"
-    return f"{sp} ({time:.3g} {unit})"
+    if reached == 0:
+        return DASH + (f" (0/{seeds} reached)" if seeds > 1 else "")
+    speed = kcol("speedup" if kind == "time" else f"{kind}_speedup", k)
+    sp = f"{_pm(r[speed], r[speed + '_ci95'], '.2f')}×" if np.isfinite(r[speed]) else DASH
+    at = kcol(kind, k)
+    note = f"; {reached}/{seeds} reached" if reached < seeds else ""
+    return f"{sp} ({_pm(r[at], r[at + '_ci95'], '.3g')} {unit}{note})"
 
 
-def speedup_markdown(table: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, unit: str = "s") -> str:
-    """Markdown: one section per group, cells 'speedup× (time to target)' or '–'."""
+def _group_title(r) -> str:
+    return f"{r['experiment']}, {data.noise_title(r['label_noise'])}"
+
+
+def _targets_line(first, ks: Sequence[float]) -> str:
+    parts = [f"{k:g}× = {100 * first[kcol('target', k)]:.2f}%" if np.isfinite(first[kcol("target", k)])
+             else f"{k:g}× = {DASH}" for k in ks]
+    above = [k for k in ks if not np.isfinite(first[kcol("target", k)])]
+    why = f" ({DASH}: above 100% error, unreachable: the baseline learned next to nothing)" if above else ""
+    return f"Targets (k × the baseline's final error): {', '.join(parts)}{why}."
+
+
+def _grid(rows: pd.DataFrame, ks: Sequence[float], kind: str, unit: str, lead: List[str]) -> List[str]:
+    head = "| Configuration | " + " | ".join(lead + [f"{k:g}× target" for k in ks]) + " |"
+    out = [head, "|" + "---|" * (1 + len(lead) + len(ks))]
+    for _, r in rows.iterrows():
+        first = {"Seeds": str(r["seeds"]),
+                 "Final error (%)": _pm(100 * r["final_error"], 100 * r["final_error_ci95"], ".2f"),
+                 "Pairing": r["pairing"]}
+        cells = [first[c] for c in lead] + [_cell(r, k, kind, unit) for k in ks]
+        out.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return out
+
+
+def groups_without_baseline(df: pd.DataFrame, baseline: str = targets.BASELINE) -> List[str]:
+    """Titles of the groups where `baseline` names no configuration (they get no speedups)."""
+    df = data.prepare(df)
+    chosen = targets.choose(df, baseline)
+    return [data.describe_group(rows.iloc[0]) for g, rows in data.split(df, "group") if g not in chosen]
+
+
+def speedup_markdown(table: pd.DataFrame, ks: Sequence[float] = DEFAULT_KS, unit: str = "s",
+                     missing: Sequence[str] = ()) -> str:
+    """Markdown: one section per group with its baseline and targets, a speedup-in-time table
+    and, where work is recorded, a work table (Traditional-epoch equivalents); last, the groups
+    (`missing`) that have no baseline configuration."""
+    tail = [f"No baseline configuration, so no speedups, in: {'; '.join(missing)}.", ""] if missing else []
     if table.empty:
-        return "No group has Traditional runs, so no speedup can be computed.\n"
-    out = []
-    head = "| Configuration | Seeds | Final error (%) | " + " | ".join(f"{k:g}× target" for k in ks) + " |"
+        return "\n".join(["No group has a baseline configuration, so no speedup can be computed.", ""] + tail)
+    out = [LEGEND, ""]
     for _, rows in table.groupby("group", sort=False):
         first = rows.iloc[0]
-        tgt = ", ".join(f"{k:g}× = {100 * first[kcol('target', k)]:.2f}%" for k in ks)
-        out += [f"### {data.describe_group(first)}", "",
-                f"Traditional's final test error: {100 * first['baseline_error']:.2f}% "
-                f"(mean over its seeds). Targets: {tgt}. Cells: speedup in training time over "
-                f"Traditional (time to reach the target); {DASH} = never reached.", "",
-                head, "|" + "---|" * (3 + len(ks))]
-        for _, r in rows.iterrows():
-            cells = [_cell(r[kcol("speedup", k)], r[kcol("time", k)], unit) for k in ks]
-            out.append(f"| {r['label']} | {r['seeds']} | {100 * r['final_error']:.2f} | " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out)
+        out += [f"### {_group_title(first)}", "",
+                f"Baseline: {first['baseline']}, final test error "
+                f"{_pm(100 * first['baseline_error'], 100 * first['baseline_error_ci95'], '.2f')}% "
+                f"({first['baseline_seeds']} seed{'s' if first['baseline_seeds'] != 1 else ''}). "
+                + _targets_line(first, ks), "",
+                "Speedup in training time (time to the target):", ""]
+        out += _grid(rows, ks, "time", unit, ["Seeds", "Final error (%)", "Pairing"]) + [""]
+        if kcol("work", ks[0]) in rows.columns and rows[kcol("work", ks[0])].notna().any():
+            out += ["Speedup in work (work to the target, in Traditional-epoch equivalents):", ""]
+            out += _grid(rows, ks, "work", "ep", ["Pairing"]) + [""]
+    return "\n".join(out + tail)
+
+
+def notes(df: pd.DataFrame, table: pd.DataFrame, ks: Sequence[float]) -> List[str]:
+    """One-line notes about what the speedup table could not show, each said once."""
+    out, above = [], []
+    for _, rows in (table.groupby("group", sort=False) if len(table) else []):
+        first = rows.iloc[0]
+        ks_above = [f"{k:g}×" for k in ks if not np.isfinite(first[kcol("target", k)])]
+        if ks_above:
+            above.append(f"{'/'.join(ks_above)} in {_group_title(first)} "
+                         f"(baseline final error {100 * first['baseline_error']:.2f}%)")
+    if above:
+        out.append("targets above 100% test error are no targets and read " + DASH + ": " + "; ".join(above))
+    return out
 
 
 def results_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: seeds, final and best test error, training time, backprops and the
-    measured backprop fraction (mean over seeds; errors as fractions)."""
-    df = data.prepare(df)
+    """Per configuration: seeds, final and best test error (mean, sd, 95% CI), and the mean over
+    seeds of training time, backprops and the measured backprop fraction (errors as fractions)."""
+    df = data.drop_duplicate_seeds(df)[0]
     cfgs = data.configs(df)
     labels = style.config_labels(cfgs, within="group")   # the noise has its own column
+    runs = data.per_run(df)
     last = df.groupby("run").last()
-    per_run = pd.DataFrame({"config": last["config"], "final_error": last["test_error"],
-                            "best_error": df.groupby("run")["test_error"].min()})
     for col in ("train_time_s", "backprops", "examples_seen"):   # totals, where recorded
-        per_run[col] = last[col] if col in last.columns else float("nan")
-    agg = per_run.groupby("config").mean()
-    out = cfgs[["config", "dataset", "model", "label_noise", "sampler", "beta", "staleness", "selectivity",
-                "seeds"]].copy()
-    out.insert(1, "label", out["config"].map(labels))
-    out = out.join(agg, on="config")
-    out["backprop_frac"] = out["backprops"] / out["examples_seen"]
-    return out.drop(columns="config")
+        runs[col] = last[col] if col in last.columns else math.nan
+    rows = []
+    for _, cfg in cfgs.iterrows():
+        mine = runs[runs["config"] == cfg["config"]]
+        rows.append({"label": labels[cfg["config"]], "experiment": data.describe_group(cfg, with_noise=False),
+                     **{c: cfg[c] for c in ("dataset", "model", "label_noise", "sampler", "beta", "staleness",
+                                            "selectivity", "seeds", "seed_list")},
+                     **_stat("final_error", stats.summarize(mine["final"])),
+                     **_stat("best_error", stats.summarize(mine["best"]), n=False),
+                     **{c: mine[c].mean() for c in ("train_time_s", "backprops", "examples_seen")}})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["backprop_frac"] = out["backprops"] / out["examples_seen"]
+    return out
 
 
 def results_markdown(table: pd.DataFrame) -> str:
-    lines = ["| Configuration | Dataset / model | Noise | Seeds | Final error (%) | Best error (%) | "
-             "Training time (s) | Backprops | Backprop fraction |", "|" + "---|" * 9]
-    for _, r in table.iterrows():
-        lines.append(f"| {r['label']} | {r['dataset']} / {r['model']} | {style.pct(r['label_noise'])} | "
-                     f"{r['seeds']} | {100 * r['final_error']:.2f} | {100 * r['best_error']:.2f} | "
-                     f"{r['train_time_s']:.4g} | {r['backprops']:.0f} | {r['backprop_frac']:.3f} |")
-    return "\n".join(lines) + "\n"
+    """One section per experiment; errors as 'mean ± 95% CI half-width' in %."""
+    out = []
+    for experiment, rows in table.groupby("experiment", sort=False):
+        out += [f"### {experiment}", "",
+                "| Configuration | Noise | Seeds | Final error (%) | Best error (%) | Training time (s) | "
+                "Backprops | Backprop fraction |", "|" + "---|" * 8]
+        for _, r in rows.iterrows():
+            out.append(f"| {r['label']} | {style.pct(r['label_noise'])} | {r['seeds']} | "
+                       f"{_pm(100 * r['final_error'], 100 * r['final_error_ci95'], '.2f')} | "
+                       f"{_pm(100 * r['best_error'], 100 * r['best_error_ci95'], '.2f')} | "
+                       f"{r['train_time_s']:.4g} | {r['backprops']:.0f} | {r['backprop_frac']:.3f} |")
+        out.append("")
+    return "\n".join([LEGEND.split(". Speedup")[0] + ".", ""] + out)
 
 
-def write_tables(df: pd.DataFrame, out_dir: Path, ks: Sequence[float] = DEFAULT_KS) -> Tuple[List[Path], str]:
-    """speedup.csv/.md and results.csv/.md; returns (paths, the speedup Markdown)."""
+def write_tables(df: pd.DataFrame, out_dir: Path, ks: Sequence[float] = DEFAULT_KS,
+                 baseline: str = targets.BASELINE) -> Tuple[List[Path], str, List[str]]:
+    """speedup.csv/.md and results.csv/.md; returns (paths, the speedup Markdown, notes)."""
     out_dir = Path(out_dir)
-    sp = speedup_table(df, ks)
-    sp_md = speedup_markdown(sp, ks)
+    sp = speedup_table(df, ks, baseline=baseline)
+    sp_md = speedup_markdown(sp, ks, missing=groups_without_baseline(df, baseline))
     res = results_table(df)
     files = {"speedup.csv": sp.to_csv(index=False), "speedup.md": sp_md,
              "results.csv": res.to_csv(index=False), "results.md": results_markdown(res)}
@@ -141,4 +256,4 @@ def write_tables(df: pd.DataFrame, out_dir: Path, ks: Sequence[float] = DEFAULT_
     for name, text in files.items():
         records.atomic_write(out_dir / name, text.encode())
         paths.append(out_dir / name)
-    return paths, sp_md
+    return paths, sp_md, notes(df, sp, ks)

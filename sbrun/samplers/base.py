@@ -1,35 +1,45 @@
 """The contract between the training loop and a sampler.
 
-For each selection batch ("chunk") of training indices the loop asks the sampler what it needs
-(`need`): nothing, the examples' cached losses, or fresh losses from a selection forward. It then
-hands those losses to `select`, which answers which positions of the chunk to backpropagate
-(with optional loss weights). The loop queues the chosen examples into backprop batches; it never
-looks at which sampler it is running.
+A sampler is configured by a dataclass (its `_target_`; range checks in `__post_init__`) whose
+`make(env)` builds it. Per epoch the loop asks which examples to pass through at all (`visit`);
+then, for each selection batch ("chunk") of training indices, what the sampler needs (`need`):
+nothing, the examples' cached losses, or fresh losses from a scoring forward. It hands those losses
+to `select`, which answers which positions of the chunk to backpropagate (with optional loss
+weights), and reports every training forward back through `observe`. The loop queues the chosen
+examples into backprop batches and never looks at which sampler it is running.
+
+Samplers call no collectives: under DDP the loop gathers what a sampler asks for (all ranks'
+chunk losses in `ctx.window` with `global_losses`, all ranks' observations in `observe` with
+`global_observations`), so every rank's sampler sees the same global picture.
+Every method but `need` and `select` has a default, so a new sampler overrides only what it uses.
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Type
+from pathlib import Path
+from typing import Dict, List, Optional
 
 import torch
 
-from ..config import SamplerConfig
-from ..distributed import Collective
+from ..config import check
 
 
 class Need(enum.Enum):
     NONE = "none"        # decide without losses
     CACHED = "cached"    # each example's most recent known loss
-    FRESH = "fresh"      # a selection forward on this chunk
+    FRESH = "fresh"      # a scoring forward on this chunk
 
 
 @dataclass
 class Ctx:
     epoch: int
-    batch: int          # index of the chunk within the epoch
-    progress: float     # fraction of the run's epochs done when this chunk starts
-    generator: torch.Generator
+    batch: int                       # index of the chunk within the epoch
+    progress: float                  # fraction of the run (epochs or budget) done when the chunk starts
+    generator: torch.Generator       # this rank's selection stream
+    idx: torch.Tensor                # the chunk's training-set indices (this rank's share)
+    window: Optional[torch.Tensor] = None   # every rank's losses of this chunk (global_losses samplers)
 
 
 @dataclass
@@ -42,40 +52,101 @@ class Selection:
         return Selection(None)
 
 
+@dataclass
+class Observation:
+    """One forward over training examples: their losses and, for samplers that ask
+    (`wants_predictions`), the softmax confidence and correctness of the prediction."""
+    idx: torch.Tensor
+    losses: torch.Tensor
+    confidence: Optional[torch.Tensor] = None
+    correct: Optional[torch.Tensor] = None
+    trained: bool = True        # False for a forward-only pass (Sampler.rescore)
+
+
+@dataclass
+class SamplerEnv:
+    """What a sampler may know about the run it serves."""
+    n_train: int                  # training-set size (all ranks)
+    batch_size: int               # this rank's share of a backprop batch
+    device: torch.device
+    seed: int = 0
+    epochs: int = 1               # the run's epochs (its length when no budget is set)
+    lr_milestones: List[float] = dataclasses.field(default_factory=list)   # epochs where the lr drops
+    run_dir: Optional[Path] = None
+
+
+@dataclass
+class SamplerConfig:
+    """Keys every sampler has. Subclasses add theirs and override `make` and `describe`."""
+    name: str = "traditional"
+    prime_epochs: int = 0        # epochs of full backprop before selection starts
+
+    def __post_init__(self) -> None:
+        check(self.prime_epochs >= 0, "sampler.prime_epochs", self.prime_epochs, "an integer >= 0")
+
+    def make(self, env: SamplerEnv) -> "Sampler":
+        return Sampler(self, env)
+
+    def describe(self) -> Dict[str, Optional[float]]:
+        """The knobs that identify this configuration in tables and legends, with the expected
+        backprop fraction ("selectivity"). None where a knob does not apply."""
+        return {"beta": None, "staleness": None, "selectivity": 1.0}
+
+    def node(self) -> dict:
+        """Back to the composed YAML layout (what summary.json and checkpoints record)."""
+        cls = type(self)
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **dataclasses.asdict(self)}
+
+
 class Sampler:
     """Default behaviour: Traditional training (backprop everything, never look at losses)."""
 
-    def __init__(self, cfg: SamplerConfig, n_train: int, batch_size: int, device: torch.device,
-                 dist: Optional[Collective] = None):
+    global_losses = False        # needs every rank's chunk losses (ctx.window) under DDP
+    global_observations = False  # needs every rank's observations in `observe` under DDP
+    wants_predictions = False    # needs confidence/correctness in `observe`
+
+    def __init__(self, cfg: SamplerConfig, env: SamplerEnv):
         self.cfg = cfg
-        self.n_train = n_train
-        self.batch_size = batch_size    # this rank's share of a backprop batch
-        self.device = device
-        self.dist = dist or Collective.single()
+        self.env = env
+        self.device = env.device
 
     def chunk_size(self, select_size: int) -> int:
         return select_size
 
-    def describe(self) -> Dict[str, Optional[float]]:
-        """The knobs that identify this sampler's configuration in tables and legends, with the
-        expected backprop fraction ("selectivity"). None where a knob does not apply."""
-        return {"beta": None, "staleness": None, "selectivity": 1.0}
-
     def priming(self, ctx: Ctx) -> bool:
         return ctx.epoch < self.cfg.prime_epochs
+
+    def prepare(self, parts) -> Dict[str, float]:
+        """Once before training, on every start (new or resumed): work a sampler needs done first
+        (RHO-LOSS trains its irreducible-loss model), cached so that a restart finds it done.
+        `parts` is the run's build.Parts. Returns the phase's cost, {"extra_work": work units
+        (Traditional-epoch equivalents), "extra_time_s": seconds}, which count toward the run's
+        budget and appear in summary.json, plus any other numbers worth recording there."""
+        return {}
+
+    def visit(self, epoch: int, progress: float, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """A bool mask over the training set: the examples this epoch passes through at all
+        (pruning, a holdout); None = every example. Called once at the start of each epoch, with
+        the fraction of the run (epochs or budget) done."""
+        return None
 
     def need(self, ctx: Ctx) -> Need:
         return Need.NONE
 
-    def select(self, losses: Optional[torch.Tensor], n: int, ctx: Ctx) -> Selection:
+    def select(self, losses: Optional[torch.Tensor], ctx: Ctx) -> Selection:
         return Selection.everything()
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of the selection forward (Composer downsamples it)."""
-        return x
+    def observe(self, obs: Observation) -> None:
+        """Every training forward (and rescoring forward), in step order."""
 
-    def observe(self, losses: torch.Tensor) -> None:
-        """Per-example losses of each training forward, in step order."""
+    def rescore(self, epoch: int) -> Optional[torch.Tensor]:
+        """Training-set indices to pass through a forward-only scoring pass at the end of the
+        epoch (their results come back through `observe`, counted as selection forwards)."""
+        return None
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplies the schedule's learning rate in this epoch."""
+        return 1.0
 
     def end_epoch(self, epoch: int) -> Dict[str, float]:
         """Once per epoch (host syncs allowed). Returns extra CSV columns."""
@@ -88,20 +159,7 @@ class Sampler:
         pass
 
 
-SAMPLERS: Dict[str, Type[Sampler]] = {}
-
-
-def register(*names: str) -> Callable[[Type[Sampler]], Type[Sampler]]:
-    def deco(cls: Type[Sampler]) -> Type[Sampler]:
-        for name in names:
-            SAMPLERS[name] = cls
-        return cls
-    return deco
-
-
-register("traditional")(Sampler)
-
-
-def build_sampler(cfg: SamplerConfig, n_train: int, batch_size: int, device: torch.device,
-                  dist: Optional[Collective] = None) -> Sampler:
-    return SAMPLERS[cfg.name](cfg, n_train, batch_size, device, dist)
+@dataclass
+class TraditionalConfig(SamplerConfig):
+    """Backpropagate every example (the baseline)."""
+    name: str = "traditional"

@@ -1,13 +1,14 @@
-"""Controls and comparators that share SB's loop: random, topk, kath18 and composer."""
+"""Controls and comparators that share SB's loop: random, topk, composer and kath18."""
 from __future__ import annotations
 
-from typing import Dict
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import torch
-import torch.nn.functional as F
 
+from ..config import check
 from . import rules
-from .base import Ctx, Need, Sampler, Selection, register
+from .base import Ctx, Need, Observation, Sampler, SamplerConfig, Selection
 
 
 def _fraction_or_sbs(fraction, beta: float) -> float:
@@ -15,62 +16,110 @@ def _fraction_or_sbs(fraction, beta: float) -> float:
     return fraction if fraction is not None else rules.expected_fraction(beta)
 
 
-def _describe_fraction(fraction, beta: float):
-    """beta identifies the configuration only when it sets the fraction."""
-    return {"beta": beta if fraction is None else None, "staleness": None,
-            "selectivity": _fraction_or_sbs(fraction, beta)}
+@dataclass
+class _FractionConfig(SamplerConfig):
+    """A kept fraction given directly, or (null) through SB's beta so it matches SB's rate."""
+    beta: float = 2.0
+    prime_epochs: int = 1
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta > 0, "beta", self.beta, "a number > 0")
 
-@register("random")
-class RandomSubset(Sampler):
-    """Keep each example with a fixed probability (default 1/(1+beta), SB's expected fraction).
-
-    Same number of backprops as SB, chosen without looking at losses: the control that tells
-    "which examples" apart from "how many".
-    """
+    def _fraction(self) -> Optional[float]:
+        raise NotImplementedError
 
     @property
-    def prob(self) -> float:
-        return _fraction_or_sbs(self.cfg.prob, self.cfg.beta)
+    def fraction(self) -> float:
+        return _fraction_or_sbs(self._fraction(), self.beta)
 
     def describe(self):
-        return _describe_fraction(self.cfg.prob, self.cfg.beta)
+        # beta identifies the configuration only when it sets the fraction
+        return {"beta": self.beta if self._fraction() is None else None, "staleness": None,
+                "selectivity": self.fraction}
 
-    def select(self, losses, n: int, ctx: Ctx) -> Selection:
+
+@dataclass
+class RandomConfig(_FractionConfig):
+    """Uniform-subset control: keep each example with probability `prob`."""
+    name: str = "random"
+    prob: Optional[float] = None     # null = 1/(1+beta), SB's expected fraction
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.prob is None or 0.0 < self.prob <= 1.0, "sampler.prob", self.prob, "null or a number in (0, 1]")
+
+    def _fraction(self):
+        return self.prob
+
+    def make(self, env):
+        return RandomSubset(self, env)
+
+
+class RandomSubset(Sampler):
+    """Same number of backprops as SB, chosen without looking at losses: the control that tells
+    "which examples" apart from "how many"."""
+
+    def select(self, losses, ctx: Ctx) -> Selection:
         if self.priming(ctx):
             return Selection.everything()
-        probs = torch.full((n,), self.prob, device=self.device)
+        probs = torch.full((ctx.idx.numel(),), self.cfg.fraction, device=self.device)
         return Selection(rules.bernoulli_keep(probs, ctx.generator).nonzero().squeeze(1))
 
 
-@register("topk")
+@dataclass
+class TopKConfig(_FractionConfig):
+    """Keep the highest-loss fraction `keep` of each selection batch."""
+    name: str = "topk"
+    keep: Optional[float] = None     # null = 1/(1+beta)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.keep is None or 0.0 < self.keep <= 1.0, "sampler.keep", self.keep, "null or a number in (0, 1]")
+
+    def _fraction(self):
+        return self.keep
+
+    def make(self, env):
+        return TopK(self, env)
+
+
 class TopK(Sampler):
-    """Keep the highest-loss fraction `keep` of each selection batch, deterministically."""
-
-    @property
-    def keep(self) -> float:
-        return _fraction_or_sbs(self.cfg.keep, self.cfg.beta)
-
-    def describe(self):
-        return _describe_fraction(self.cfg.keep, self.cfg.beta)
-
     def need(self, ctx: Ctx) -> Need:
         return Need.NONE if self.priming(ctx) else Need.FRESH
 
-    def select(self, losses, n: int, ctx: Ctx) -> Selection:
+    def select(self, losses, ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
-        return Selection(rules.topk_positions(losses, rules.kept_count(n, self.keep)))
+        return Selection(rules.topk_positions(losses, rules.kept_count(losses.numel(), self.cfg.fraction)))
 
 
-@register("composer")
-class ComposerSB(TopK):
-    """MosaicML Composer's SelectiveBackprop variant.
+@dataclass
+class ComposerConfig(SamplerConfig):
+    """MosaicML Composer's SelectiveBackprop (its defaults)."""
+    name: str = "composer"
+    keep: float = 0.5
+    start: float = 0.5           # fraction of training at which selection starts
+    end: float = 0.9             # ... and ends
+    interrupt: int = 2           # every `interrupt`-th batch is a plain step (0 = never)
 
-    Inside [start, end) of training, except on every `interrupt`-th batch, it draws int(keep*N)
-    examples without replacement with probability proportional to rank-percentile^(1/keep - 1);
-    its selection forward may see inputs downsampled by `scale_factor`.
-    """
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 < self.keep <= 1.0, "sampler.keep", self.keep, "a number in (0, 1]")
+        check(0.0 <= self.start < self.end <= 1.0, "sampler.start", self.start,
+              "0 <= sampler.start < sampler.end <= 1")
+        check(self.interrupt >= 0, "sampler.interrupt", self.interrupt, "an integer >= 0")
+
+    def make(self, env):
+        return ComposerSB(self, env)
+
+    def describe(self):
+        return {"beta": None, "staleness": None, "selectivity": self.keep}
+
+
+class ComposerSB(Sampler):
+    """Inside [start, end) of training, except on every `interrupt`-th batch, draw int(keep*N)
+    examples without replacement with probability proportional to rank-percentile^(1/keep - 1)."""
 
     def need(self, ctx: Ctx) -> Need:
         if self.priming(ctx):
@@ -79,47 +128,62 @@ class ComposerSB(TopK):
         active = rules.composer_active(ctx.progress, ctx.batch, c.start, c.end, c.interrupt)
         return Need.FRESH if active else Need.NONE
 
-    def select(self, losses, n: int, ctx: Ctx) -> Selection:
+    def select(self, losses, ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
-        if n == 0:
+        if losses.numel() == 0:
             return Selection(torch.empty(0, dtype=torch.long, device=self.device))
-        return Selection(rules.rank_select(losses, self.keep, ctx.generator))
-
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.cfg.scale_factor
-        if s >= 1.0 or x.dim() != 4:
-            return x
-        return F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False,
-                             recompute_scale_factor=False)
+        return Selection(rules.rank_select(losses, self.cfg.keep, ctx.generator))
 
 
-@register("kath18")
+@dataclass
+class Kath18Config(SamplerConfig):
+    """Katharopoulos & Fleuret 2018 loss-proportional importance sampling, as the SB paper ran it."""
+    name: str = "kath18"
+    pool_factor: int = 3         # presample pool B = pool_factor * batch_size
+    reweight: bool = False       # importance weights 1/(B p)
+    variable_start: bool = True  # uniform until the variance-reduction estimate passes tau_th
+    tau_th: Optional[float] = None   # null = (B + 3b) / (3b)
+    vr_momentum: float = 0.9     # moving-average momentum of the estimate
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.pool_factor >= 1, "sampler.pool_factor", self.pool_factor, "an integer >= 1")
+        check(self.tau_th is None or self.tau_th > 0, "sampler.tau_th", self.tau_th, "null or a number > 0")
+        check(0.0 <= self.vr_momentum < 1.0, "sampler.vr_momentum", self.vr_momentum, "a number in [0, 1)")
+
+    def make(self, env):
+        return Kath18(self, env)
+
+    def describe(self):
+        return {"beta": None, "staleness": None, "selectivity": 1.0 / self.pool_factor}
+
+
 class Kath18(Sampler):
-    """Katharopoulos & Fleuret 2018 loss-proportional importance sampling, as the SB paper ran it.
-
-    Each chunk is a presample pool of B = pool_factor * batch_size examples; once started, the
+    """Each chunk is a presample pool of B = pool_factor * batch_size examples; once started, the
     sampler draws batch_size of them with replacement, with probability proportional to loss.
     "Variable start": until the moving average of the variance-reduction estimate exceeds tau_th
     (checked once per epoch) training is uniform, and the estimate is fed from the training
     forwards' losses grouped into pools of B, so the uniform phase costs no extra forwards.
+    Under DDP the estimate is fed from every rank's losses, so all ranks start together.
     """
 
-    def __init__(self, cfg, n_train, batch_size, device, dist=None):
-        super().__init__(cfg, n_train, batch_size, device, dist)
-        self.pool = cfg.pool_factor * batch_size
-        self.tau_th = cfg.tau_th if cfg.tau_th is not None else rules.tau_threshold(self.pool, batch_size)
+    global_losses = True
+    global_observations = True
+
+    def __init__(self, cfg: Kath18Config, env):
+        super().__init__(cfg, env)
+        b = env.batch_size
+        self.pool = cfg.pool_factor * b
+        self.tau_th = cfg.tau_th if cfg.tau_th is not None else rules.tau_threshold(self.pool, b)
         self.active = not cfg.variable_start
-        self.vr_ema = torch.zeros((), device=device)
+        self.vr_ema = torch.zeros((), device=self.device)
         self.updates = 0
-        self._pending = torch.zeros(self.pool, device=device)
+        self._pending = torch.zeros(self.pool, device=self.device)
         self._filled = 0
 
     def chunk_size(self, select_size: int) -> int:
         return self.pool
-
-    def describe(self):
-        return {"beta": None, "staleness": None, "selectivity": 1.0 / self.cfg.pool_factor}
 
     def need(self, ctx: Ctx) -> Need:
         return Need.FRESH if self.active and not self.priming(ctx) else Need.NONE
@@ -129,23 +193,25 @@ class Kath18(Sampler):
         self.vr_ema = m * self.vr_ema + (1 - m) * rules.variance_reduction(pool_losses)
         self.updates += 1
 
-    def select(self, losses, n: int, ctx: Ctx) -> Selection:
+    def select(self, losses, ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
+        n = losses.numel()
         if n == 0:
             return Selection(torch.empty(0, dtype=torch.long, device=self.device))
-        self._update_estimate(losses)
+        self._update_estimate(losses if ctx.window is None else ctx.window)
         probs = rules.loss_proportional(losses)
         # A full pool yields one batch; the epoch's last, smaller pool keeps the same ratio.
-        k = self.batch_size if n == self.pool else max(1, round(n * self.batch_size / self.pool))
+        b = self.env.batch_size
+        k = b if n == self.pool else max(1, round(n * b / self.pool))
         drawn = rules.sample_with_replacement(probs, k, ctx.generator)
         weight = rules.pool_weights(probs, drawn) if self.cfg.reweight else None
         return Selection(drawn, weight)
 
-    def observe(self, losses: torch.Tensor) -> None:
-        if self.active:
+    def observe(self, obs: Observation) -> None:
+        if self.active or not obs.trained:
             return
-        losses = losses.detach().float().reshape(-1)
+        losses = obs.losses.detach().float().reshape(-1)
         while losses.numel():
             take = min(self.pool - self._filled, losses.numel())
             self._pending[self._filled:self._filled + take] = losses[:take]
@@ -156,8 +222,7 @@ class Kath18(Sampler):
                 self._filled = 0
 
     def end_epoch(self, epoch: int) -> Dict[str, float]:
-        # Ranks average their estimates so that they all start importance sampling together.
-        estimate = float(self.dist.all_mean(self.vr_ema))
+        estimate = float(self.vr_ema)
         if not self.active and self.updates > 0 and estimate > self.tau_th:
             self.active = True
         return {"vr_estimate": estimate, "is_active": float(self.active)}
@@ -172,4 +237,3 @@ class Kath18(Sampler):
         self.updates = int(state["updates"])
         self._pending.copy_(state["pending"].to(self.device))
         self._filled = int(state["filled"])
-

@@ -1,31 +1,58 @@
 """Selective-Backprop and Stale-SB (Jiang et al. 2019)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from .. import selection
+from ..config import check
 from . import rules
-from ..selection import LossHistory
-from .base import Ctx, Need, Sampler, Selection, register
+from .base import Ctx, Need, Sampler, SamplerConfig, Selection
 
 
-@register("sb", "stale_sb")
-class SelectiveBackprop(Sampler):
-    """Keep each example with probability percentile(loss)^beta.
+@dataclass
+class SBConfig(SamplerConfig):
+    name: str = "sb"
+    beta: float = 2.0            # selectivity: expected backprop fraction 1/(1+beta)
+    history: int = 1024          # length R of the loss-percentile window
+    min_prob: float = 0.0        # floor on the selection probability
+    staleness: int = 1           # scoring forwards every `staleness` epochs (1 = plain SB)
+    prime_epochs: int = 1
+    reweight: bool = False       # importance weights 1/(N p), normalised to mean 1
 
-    With staleness n > 1 (Stale-SB), selection forwards run only every n-th epoch after priming;
-    in between, each example's most recent known loss (from its last selection forward, or its
-    last training forward if it was backpropagated since) drives the same rule.
-    """
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.beta > 0, "beta", self.beta, "a number > 0")
+        check(self.history >= 1, "sampler.history", self.history, "an integer >= 1")
+        check(0.0 <= self.min_prob <= 1.0, "sampler.min_prob", self.min_prob, "a number in [0, 1]")
+        check(self.staleness >= 1, "sampler.staleness", self.staleness, "an integer >= 1")
 
-    def __init__(self, cfg, n_train, batch_size, device, dist=None):
-        super().__init__(cfg, n_train, batch_size, device, dist)
-        self.history = LossHistory(cfg.history, device)
+    def make(self, env):
+        return SBSampler(self, env)
 
     def describe(self):
-        return {"beta": self.cfg.beta, "staleness": self.cfg.staleness,
-                "selectivity": rules.expected_fraction(self.cfg.beta)}
+        return {"beta": self.beta, "staleness": self.staleness,
+                "selectivity": rules.expected_fraction(self.beta)}
+
+
+class SBSampler(Sampler):
+    """Keep each example with probability percentile(loss)^beta.
+
+    With staleness n > 1 (Stale-SB), scoring forwards run only every n-th epoch after priming;
+    in between, each example's most recent known loss (from its last scoring forward, or its
+    last training forward if it was backpropagated since) drives the same rule.
+    The rule and its loss window are the public `sbrun.SelectiveBackprop`, so a user's own loop
+    and the runner select identically.
+    """
+
+    global_losses = True    # one global window under DDP, so percentiles are global
+
+    def __init__(self, cfg: SBConfig, env):
+        super().__init__(cfg, env)
+        self.rule = selection.SelectiveBackprop(beta=cfg.beta, history=cfg.history, min_prob=cfg.min_prob,
+                                                device=env.device)
 
     def need(self, ctx: Ctx) -> Need:
         if self.priming(ctx):
@@ -33,18 +60,16 @@ class SelectiveBackprop(Sampler):
         fresh = (ctx.epoch - self.cfg.prime_epochs) % self.cfg.staleness == 0
         return Need.FRESH if fresh else Need.CACHED
 
-    def select(self, losses: Optional[torch.Tensor], n: int, ctx: Ctx) -> Selection:
+    def select(self, losses: Optional[torch.Tensor], ctx: Ctx) -> Selection:
         if losses is None:
             return Selection.everything()
-        # Every rank appends every rank's losses: one global window, so percentiles are global.
-        self.history.append(self.dist.gather_cat(losses))
-        probs = rules.sb_probabilities(losses, self.history.window(), self.cfg.beta, self.cfg.min_prob)
+        probs = self.rule.probabilities(losses, observed=ctx.window)
         pos = rules.bernoulli_keep(probs, ctx.generator).nonzero().squeeze(1)
         weight = rules.bernoulli_weights(probs)[pos] if self.cfg.reweight else None
         return Selection(pos, weight)
 
     def state_dict(self) -> dict:
-        return {"history": self.history.state_dict()}
+        return {"rule": self.rule.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history.load_state_dict(state["history"])
+        self.rule.load_state_dict(state["rule"])

@@ -1,0 +1,86 @@
+"""How long a run lasts and how far along it is, in one of four units.
+
+- epochs: epochs of data passed through selection (fractional mid-epoch);
+- backprops: backpropagated examples / N (epoch-equivalents);
+- seconds: training time (evaluation excluded);
+- work: (selection forwards * cost_select + backprops * cost_train) / (N * cost_train): a
+  machine-independent, deterministic measure of compute in Traditional-epoch equivalents, like
+  Kaddour et al.'s reference system time.
+
+Without `budget.amount` a run lasts `epochs` epochs. Every counter except seconds is a host
+integer known without syncing the device, so budget checks cost nothing and a resumed run
+crosses the budget at exactly the same step.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import PAPER_COST_SELECT, PAPER_COST_TRAIN, BudgetConfig, ConfigError
+
+
+@dataclass(frozen=True)
+class Costs:
+    select: float      # one scoring (selection) forward, per example
+    train: float       # one training forward + backward + step, per example
+
+
+def read_costs(cfg: BudgetConfig) -> Costs:
+    """Explicit costs win; else a sbrun-bench costs.json (f_sel, fb); else the paper's 1 : 3."""
+    select, train = PAPER_COST_SELECT, PAPER_COST_TRAIN
+    if cfg.costs:
+        try:
+            measured = json.loads(Path(cfg.costs).read_text())
+            select, train = float(measured["f_sel"]), float(measured["fb"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"budget.costs={cfg.costs!r} is invalid ({type(err).__name__}: {err}); allowed: a "
+                              f"costs.json written by sbrun-bench, with f_sel and fb") from None
+    return Costs(cfg.cost_select if cfg.cost_select is not None else select,
+                 cfg.cost_train if cfg.cost_train is not None else train)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a run has spent so far (cumulative, all ranks)."""
+    epochs: float = 0.0            # completed epochs + the fraction of the current one walked
+    select_forwards: int = 0
+    backprops: int = 0
+    seconds: float = 0.0
+    extra_work: float = 0.0        # work outside the main loop (RHO's irreducible-loss model), in work units
+
+
+@dataclass(frozen=True)
+class Meter:
+    unit: str
+    total: float          # in `unit`; epochs when no amount is set
+    n_train: int
+    costs: Costs
+
+    @classmethod
+    def of(cls, cfg: BudgetConfig, epochs: int, n_train: int) -> "Meter":
+        if cfg.amount is None and cfg.unit != "epochs":
+            raise ConfigError(f"budget.amount=None is invalid with budget.unit={cfg.unit}; allowed: a number > 0 "
+                              f"({'seconds' if cfg.unit == 'seconds' else 'Traditional-epoch equivalents'})")
+        total = float(cfg.amount) if cfg.amount is not None else float(epochs)
+        return cls(cfg.unit, total, n_train, read_costs(cfg))
+
+    def work(self, u: Usage) -> float:
+        c = self.costs
+        return (u.select_forwards * c.select + u.backprops * c.train) / (self.n_train * c.train) + u.extra_work
+
+    def used(self, u: Usage) -> float:
+        if self.unit == "epochs":
+            return u.epochs
+        if self.unit == "backprops":
+            return u.backprops / self.n_train
+        if self.unit == "seconds":
+            return u.seconds
+        return self.work(u)
+
+    def fraction(self, u: Usage) -> float:
+        return min(1.0, self.used(u) / self.total)
+
+    def spent(self, u: Usage) -> bool:
+        # a relative tolerance: fractional epoch counts are sums of chunk fractions
+        return self.used(u) >= self.total * (1 - 1e-12)

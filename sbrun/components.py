@@ -1,0 +1,166 @@
+"""Component nodes (`model`, `dataset`, `sampler`, `logger`) to validated specs.
+
+Each node carries a `_target_`. Validation resolves the target (the current directory counts as
+importable, as with `python -m`) and checks the node's keys against the target's schema without
+building anything: a constructor's or loader's signature, or a sampler's config dataclass. Every
+problem is one ConfigError line naming the key. build.py turns the specs into objects.
+"""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import sys
+from typing import Any, Callable, Dict, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, DatasetConfig, ModelConfig, merge_into
+
+# Arguments sbrun supplies itself where a target's signature accepts them.
+MODEL_INJECTED = ("num_classes", "in_channels", "image_size")
+DATASET_INJECTED = ("root", "image_size", "channels", "num_classes", "seed")
+_DATASET_GENERIC = {f.name for f in dataclasses.fields(DatasetConfig)} - {"target", "loader"}
+
+
+def resolve_target(path: Any, key: str) -> Callable:
+    """The object a dotted `_target_` names, or one ConfigError line."""
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(f"{key} is missing; allowed: a dotted path to a class or function, "
+                          f"e.g. my_pkg.nets.TinyNet")
+    from hydra.utils import get_object
+
+    try:
+        return get_object(path)
+    except Exception as first:
+        if os.getcwd() not in sys.path:     # the console script's sys.path lacks the current directory
+            sys.path.insert(0, os.getcwd())
+            try:
+                return get_object(path)
+            except Exception:
+                pass
+        cause = first.__cause__ or first
+        why = " ".join(str(cause).split())[:160] or type(cause).__name__
+        raise ConfigError(f"{key}={path} cannot be imported ({why}); allowed: a dotted path to a class or "
+                          f"function importable from here (the current directory counts)") from None
+
+
+def accepted_args(fn: Callable) -> tuple[set, bool]:
+    """(named parameters, whether it takes **kwargs) of a callable or class constructor."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return set(), True
+    params = sig.parameters.values()
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}, var_kw
+
+
+def injectable(fn: Callable, offered: Dict[str, Any]) -> Dict[str, Any]:
+    """The subset of `offered` arguments that `fn`'s signature names."""
+    names, _ = accepted_args(fn)
+    return {k: v for k, v in offered.items() if k in names}
+
+
+_TYPES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def check_kwargs(fn: Callable, kwargs: Dict[str, Any], group: str, target: str, injected: Iterable[str]) -> None:
+    """Every key must be a parameter of `fn` (unless it takes **kwargs), of the annotated type."""
+    names, var_kw = accepted_args(fn)
+    own = sorted(names - set(injected) - {"self"})
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True) if inspect.isfunction(fn) else \
+            inspect.get_annotations(fn.__init__, eval_str=True)
+    except Exception:
+        hints = {}
+    for key, value in kwargs.items():
+        if key in injected:
+            raise ConfigError(f"{group}.{key} is set by sbrun from the data; allowed: the other keys of "
+                              f"{target}: {', '.join(own) or '(none)'}")
+        if key not in names and not var_kw:
+            raise ConfigError(f"{group}.{key} is not a parameter of {target}; allowed: {', '.join(own) or '(none)'}")
+        want = hints.get(key)
+        if want in _TYPES and value is not None and not _is_type(value, want):
+            raise ConfigError(f"{group}.{key}={value!r} is invalid; allowed: {_TYPES[want]}")
+
+
+def _is_type(value: Any, want: type) -> bool:
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, want)
+
+
+def _split_target(node: Any, group: str) -> tuple[str, Dict[str, Any]]:
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ConfigError(f"{group}._target_ is missing; allowed: a {group} config with a _target_ "
+                          f"(choose one with {group}=NAME, or give {group}._target_=my_pkg.module.Name)")
+    node = dict(node)
+    return node.pop("_target_"), node
+
+
+def model_config(node: Dict[str, Any]) -> ModelConfig:
+    target, kwargs = _split_target(node, "model")
+    name = kwargs.pop("name", None) or str(target).rsplit(".", 1)[-1]
+    fn = resolve_target(target, "model._target_")
+    check_kwargs(fn, kwargs, "model", target, MODEL_INJECTED)
+    return ModelConfig(name=str(name), target=target, kwargs=kwargs)
+
+
+def dataset_config(node: Dict[str, Any]) -> DatasetConfig:
+    target, rest = _split_target(node, "dataset")
+    generic = {k: rest.pop(k) for k in list(rest) if k in _DATASET_GENERIC}
+    generic.setdefault("name", str(target).rsplit(".", 1)[-1])
+    fn = resolve_target(target, "dataset._target_")
+    check_kwargs(fn, rest, "dataset", target, DATASET_INJECTED)
+    return merge_into(DatasetConfig, {**generic, "target": target, "loader": rest}, prefix="dataset.")
+
+
+def sampler_config(node: Dict[str, Any]):
+    """A sampler's config dataclass, built from the node (its __post_init__ checks the ranges)."""
+    target, fields = _split_target(node, "sampler")
+    cls = resolve_target(target, "sampler._target_")
+    if not (dataclasses.is_dataclass(cls) and hasattr(cls, "make")):
+        raise ConfigError(f"sampler._target_={target} is invalid; allowed: a sampler config dataclass with a "
+                          f"make() method (see sbrun/samplers/base.py)")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        name = fields.get("name", target)
+        raise ConfigError(f"sampler.{unknown[0]} has no effect with sampler={name}; allowed: "
+                          f"{', '.join(sorted(known - {'name'}))}")
+    return merge_into(cls, fields, prefix="sampler.")
+
+
+def logger_config(node: Dict[str, Any]) -> Dict[str, Any]:
+    """The selected trackers ({name: {_target_, settings}}); checked for their packages in preflight."""
+    if not isinstance(node, dict):
+        raise ConfigError("logger is invalid; allowed: one or more of the logger options, e.g. "
+                          "logger=[csv,tensorboard]")
+    return {k: (dict(v) if v is not None else None) for k, v in node.items()}
+
+
+def sampler_reads_beta(cfg: DictConfig) -> bool:
+    """Whether the sampler node takes its beta from the top-level `beta` key: by interpolation
+    in a composed config, or (a config saved resolved, from summary.json) by an equal value."""
+    node = cfg.get("sampler") if isinstance(cfg, DictConfig) else None
+    if node is None:
+        return False
+    raw = OmegaConf.to_container(node, resolve=False)
+    if any(isinstance(v, str) and "${beta}" in v.replace(" ", "") for v in _leaves(raw)):
+        return True
+    top = cfg.get("beta")
+    return top is not None and isinstance(raw, dict) and raw.get("beta") == top
+
+
+def _leaves(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _leaves(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _leaves(v)
+    else:
+        yield obj

@@ -1,0 +1,69 @@
+"""Test-set evaluation, and batch-norm recalibration before it."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import ImageSet
+from .seeding import generator
+
+
+def evaluate(p) -> Tuple[float, float]:
+    """(mean test loss, test accuracy) of the bare model in eval mode, sharded across ranks."""
+    model = p.model
+    model.eval()
+    sums = torch.zeros(3, device=p.device)     # loss, correct, count
+    test = p.dist.shard_set(p.test_set)
+    with torch.inference_mode():
+        for x, y in batches(test, p, p.cfg.eval_batch_size):
+            with p.autocast:
+                out = model(x)
+            sums += torch.stack([F.cross_entropy(out.float(), y, reduction="sum"),
+                                 (out.argmax(1) == y).sum().float(), torch.tensor(float(y.numel()), device=p.device)])
+    loss_sum, correct, count = p.dist.all_sum(sums).tolist()
+    return loss_sum / count, correct / count
+
+
+def batches(s: ImageSet, p, size: int):
+    """Normalised, unaugmented batches of an ImageSet, on the run's device and memory format."""
+    for start in range(0, len(s), size):
+        x = s.images[start:start + size].to(p.device, non_blocking=True)
+        y = s.labels[start:start + size].to(p.device, non_blocking=True)
+        yield p.test_aug.test(x).contiguous(memory_format=p.memory_format), y
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def recalibrate_bn(p, epoch: int) -> None:
+    """Re-estimate batch-norm running statistics on `bn_recalibrate` uniformly drawn training
+    examples (unaugmented, like the test inputs), without touching any weight.
+
+    The running statistics are reset and re-accumulated as a plain average (momentum None) over
+    train-mode forwards of the sample; other layers stay in eval mode (no dropout). The draw is
+    seeded by (seed, epoch) and taken from the whole training set, so every rank computes the
+    same statistics and a resumed run recomputes them exactly.
+    """
+    n = min(p.cfg.bn_recalibrate, p.n)
+    norms = [m for m in p.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if n == 0 or not norms:
+        return
+    pick = torch.randperm(p.n, generator=generator("cpu", p.cfg.seed, "bn_recalibrate", epoch))[:n]
+    sample = p.data.train.take(pick)
+    p.model.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for x, _ in batches(sample, p, p.cfg.eval_batch_size):
+            with p.autocast:
+                p.model(x)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    p.model.eval()

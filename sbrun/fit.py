@@ -1,0 +1,179 @@
+"""A run from its current state to its end: epochs, evaluation, checkpoints, budget and stops.
+
+A run ends when its length is spent (`epochs`, or `budget.amount` in its unit, possibly
+mid-epoch), when its `hours` cap is crossed at an epoch end, or when a stop signal arrives
+(SIGINT, SIGTERM, SIGUSR2: checkpoint, status stopped, exit 3).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Dict, Optional
+
+import torch
+
+from . import outputs, records
+from . import state as run_state
+from .evaluate import evaluate, recalibrate_bn
+from .hooks import Hooks
+from .loop import budget_spent, capture_streams, forward, run_epoch, score, usage
+from .state import EpochState, RunState
+
+log = logging.getLogger("sbrun")
+
+
+class StopRequested(Exception):
+    """A stop signal arrived; the run stopped cleanly after a checkpoint."""
+
+    def __init__(self, message: str, signum: Optional[int] = None):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopFlag:
+    """Turns stop signals into a flag the loop checks between chunks.
+
+    SIGINT (Ctrl-C), SIGTERM (plain pre-emption) and SIGUSR2 (SLURM's warning before a time limit
+    or pre-emption, as the submitit launcher asks for) all mean: finish the current chunk, write a
+    checkpoint, exit with status 3. SIGTERM is left alone where a launcher already handles it
+    (submitit ignores it and waits for SIGUSR2); SIGUSR2 is passed on afterwards (cli.pass_on),
+    so submitit still requeues the job, which then resumes from the checkpoint.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in self.SIGNALS:
+            try:
+                current = signal.getsignal(sig)
+                if sig == signal.SIGTERM and callable(current):
+                    continue
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread (e.g. a launcher's worker thread)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:      # a second signal: stop waiting
+            raise KeyboardInterrupt
+        self.signal = signum
+        log.warning("received %s: finishing the current batch, then checkpointing", signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
+    """Train until the run's end and return its final summary. `ep` is the epoch in progress of a
+    mid-epoch checkpoint, or None to start the next epoch afresh."""
+    wall0 = time.perf_counter() - run.totals["wall_time"]
+    ep = ep or new_epoch(p, run.epoch)
+    run.stop_reason = None
+    outputs.write_summary(p, run, records.RUNNING)
+    warmup_compile(p, run)
+    with StopFlag() as stop:
+        while (reason := length_reached(p, run)) is None:
+            ended = run_epoch(p, run, ep, hooks, lambda: stop.signal is not None)
+            phases = end_phases(p, ep)
+            if ended == "signal":
+                stop_now(p, run, ep, stop.signal, phases)
+            if ended == "budget":
+                # checkpointed before the evaluation touches anything: a larger budget continues here
+                capture_streams(p, ep)
+                ep.phases = phases
+                run_state.save(p, run, ep, mid=True)
+            row = close_epoch(p, run, ep, phases, time.perf_counter() - wall0, hooks)
+            if ended == "budget":
+                reason = "budget"
+                break
+            outputs.fold_epoch(run, ep, row)
+            ep = new_epoch(p, run.epoch)
+            run_state.save(p, run, ep, mid=False)
+            outputs.write_summary(p, run, records.RUNNING)
+            if p.cfg.hours is not None and p.dist.any(run.totals["train_time"] >= p.cfg.hours * 3600):
+                log.info("time cap of %g h reached after epoch %d", p.cfg.hours, run.epoch)
+                reason = "hours"
+                break
+    run.stop_reason = reason
+    outputs.finish_outputs(p, run)
+    final = outputs.write_summary(p, run, records.FINISHED)
+    if final.get("warning"):
+        log.warning("%s", final["warning"])
+    hooks.call("on_end", records.FINISHED, final)
+    return final
+
+
+def length_reached(p, run: RunState) -> Optional[str]:
+    """Why the run is over before its next epoch starts, or None."""
+    if p.cfg.budget.amount is None:
+        return "epochs" if run.epoch >= p.cfg.epochs else None
+    return "budget" if budget_spent(p, usage(p, run, new_epoch(p, run.epoch))) else None
+
+
+def new_epoch(p, epoch: int) -> EpochState:
+    return EpochState.new(epoch, p.local_batch, p.dist.rank, p.device)
+
+
+def end_phases(p, ep: EpochState) -> Dict[str, float]:
+    """The epoch's phase seconds, including those spent before a mid-epoch resume."""
+    phases = p.timer.end_epoch()
+    for k, v in ep.phases.items():
+        phases[k] = phases.get(k, 0.0) + v
+    return phases
+
+
+def close_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], wall: float, hooks: Hooks) -> Dict:
+    """Evaluate, write the epoch's row, log it and keep a loss snapshot when one is due."""
+    extra = p.sampler.end_epoch(ep.epoch)
+    if p.cfg.bn_recalibrate:
+        recalibrate_bn(p, ep.epoch)
+    test_loss, test_acc = evaluate(p)
+    row = outputs.epoch_row(p, run, ep, phases, extra, test_loss, test_acc, wall)
+    before = run.rows[-1]["budget_frac"] if run.rows else 0.0
+    run.rows.append(row)
+    if p.dist.rank == 0:
+        records.MetricsLog(p.run_dir, run.rows).write()
+        log.info(outputs.log_line(row, p.cfg))
+    last = row["budget_frac"] >= 1.0 - 1e-9
+    if outputs.snapshot_due(p.cfg.loss_snapshots, before, row["budget_frac"], last):
+        outputs.snapshot_losses(p, run)
+    hooks.call("on_epoch", row)
+    return row
+
+
+def stop_now(p, run: RunState, ep: EpochState, signum: Optional[int], phases: Dict[str, float]) -> None:
+    """Checkpoint the epoch in progress and leave; `resume` continues from this chunk."""
+    ep.phases = phases
+    capture_streams(p, ep)
+    run_state.save(p, run, ep, mid=True)
+    outputs.finish_outputs(p, run)
+    hint = {"resume_hint": f"sbrun resume={p.run_dir}"} if p.cfg.checkpoint.enabled else {}
+    outputs.write_summary(p, run, records.STOPPED, stop_reason="signal", **hint)
+    how = (f"continue with `sbrun resume={p.run_dir}`" if p.cfg.checkpoint.enabled else
+           "checkpoint.enabled=false, so it cannot be continued")
+    raise StopRequested(f"stopped by signal in epoch {ep.epoch + 1}; {how}", signum)
+
+
+def warmup_compile(p, run: RunState) -> None:
+    """Build the compiled train and scoring graphs outside the timed epochs, then undo the side
+    effects (weights, batch-norm statistics, gradients)."""
+    if not p.compiled or run.epoch > 0 or run.rows:
+        return
+    t0 = time.perf_counter()
+    saved = {k: v.clone() for k, v in p.model.state_dict().items()}
+    p.stream.start_epoch(-1)
+    x, y = next(iter(p.stream.chunks(max(p.chunk, p.local_batch)))).images()
+    p.net.train()
+    torch.nn.functional.cross_entropy(forward(p, "train", x[:p.local_batch]).float(), y[:p.local_batch]).backward()
+    p.optimizer.zero_grad(set_to_none=True)
+    score(p, x[:p.chunk], y[:p.chunk])
+    p.model.load_state_dict(saved)
+    if p.device.type == "cuda":
+        torch.cuda.synchronize(p.device)
+    p.compile_warmup_s = time.perf_counter() - t0
