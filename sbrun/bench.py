@@ -1,12 +1,18 @@
 """`sbrun-bench`: how close SB and Stale-SB come to their cost-model speedup.
 
-Per-example costs f_sel (selection forward) and f+b (training forward + backward + step) are
+Per-example costs f_sel (scoring forward) and f+b (training forward + backward + step) are
 measured directly; the cost model then predicts the per-epoch speedup over Traditional,
 (f+b) / (f_sel/n + s (f+b)), with s the backprop fraction each variant actually had. Every
 variant's epochs are measured interleaved with the others (round-robin, `--repeats` rounds), so
 drift on a shared machine hits them all alike. Two references run in the same rounds: a plain
-hand-written PyTorch loop on the same device-resident data path (sbrun's own overhead), and a
-torchvision DataLoader pipeline with the same augmentation (what the data path buys).
+hand-written PyTorch loop on the same device-resident data (sbrun's own overhead) and a
+torchvision DataLoader pipeline with the same augmentation (what the data path buys). The
+scoring options (`scoring.scale`, `scoring.precision`) get their own f_sel and cost-model bound.
+
+Everything runs through sbrun's public pieces: `build.build` for the parts, `loop.run_epoch`,
+`loop.score` and `loop.forward` for the work, `state.RunState` / `state.EpochState` for the state.
+Outputs (in --out): bench.csv, bench.md, scoring.csv, and costs.json (f_sel and f+b, for
+`budget.unit=work budget.costs=<it>`), plus costs_<option>.json per scoring option.
 """
 from __future__ import annotations
 
@@ -17,30 +23,38 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .data import augment
-from .config import ConfigError
-from .data import DataError
-from .engine import Trainer, build_optimizer, resolve_device
-from .models import build_model
-from .records import atomic_write, environment
-from .samplers.rules import cost_model_speedup
+from . import loop
+from .build import Parts, build, build_model, build_optimizer, resolve_device
+from .config import Config, ConfigError
+from .data import DataError, augment
+from .data.stream import Augmenter
+from .hooks import Hooks
+from .records import atomic_write, environment, write_json
+from .samplers.rules import cost_model_speedup, expected_fraction
+from .state import EpochState, RunState
 
 PRESETS = {
-    # MNIST on a CPU: the small CNN (real MNIST from --data-dir if present, else MNIST-shaped synthetic).
+    # Real MNIST from --data-dir on a CPU, with the small CNN.
     "cpu": ["dataset=mnist", "model=cnn", "model.width=16", "dataset.subset=12800"],
-    # CIFAR-shaped data with crop+flip+cutout and ResNet-18, as on the paper's GPUs.
+    # CIFAR-shaped data with crop+flip+cutout and ResNet-18 in bf16, channels_last, as on the paper's GPUs.
     "gpu": ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=32", "dataset.num_classes=10",
             "dataset.n_train=50000", "dataset.n_test=1000", "dataset.mean=[0.5,0.5,0.5]",
             "dataset.std=[0.25,0.25,0.25]", "dataset.crop_padding=4", "dataset.flip=true",
-            "dataset.cutout=16", "model=resnet18", "precision=bf16"],
+            "dataset.cutout=16", "model=resnet18", "precision=bf16", "channels_last=true"],
+    # Seconds: checks that the bench works end to end (CI, gpu_check.sh on a CPU); the numbers mean nothing.
+    "smoke": ["dataset=synthetic", "model=cnn", "model.width=8", "dataset.n_train=512", "dataset.n_test=64",
+              "batch_size=32"],
 }
+# (name, overrides, epochs per timed sample: Stale-SB's is one full fresh/stale cycle)
 VARIANTS = [("traditional", ["sampler=traditional"], 1),
             ("sb beta=1", ["sampler=sb", "beta=1"], 1),
             ("sb beta=2", ["sampler=sb", "beta=2"], 1),
@@ -49,103 +63,175 @@ VARIANTS = [("traditional", ["sampler=traditional"], 1),
             ("stale_sb n=3", ["sampler=stale_sb", "beta=2", "sampler.staleness=3"], 3)]
 QUIET = ["plots=false", "progress=off", "loss_snapshots=0", "extremes=0", "checkpoint.enabled=false",
          "epochs=1000"]
+# Scoring options: each sets the scoring forward's precision explicitly, so the grid stays 2 x 2
+# whatever the preset's training precision ("fp32" scores in fp32 even under precision=bf16).
+SCORING = {"fp32": ["precision=fp32", "scoring.precision=fp32"],
+           "scale": ["precision=fp32", "scoring.precision=fp32", "scoring.scale={scale}"],
+           "bf16": ["scoring.precision=bf16"],
+           "scale_bf16": ["scoring.precision=bf16", "scoring.scale={scale}"]}
+COST_EPOCH = 10_000       # the stream epoch whose first chunk the costs are timed on (never trained)
+NO_HOOKS = Hooks()
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _median_time(fn: Callable[[], None], device: torch.device, reps: int) -> float:
+def median_time(fn: Callable[[], None], device: torch.device, reps: int) -> float:
+    """Median seconds of `reps` calls, after one untimed warm-up call."""
+    fn()
     times = []
     for _ in range(reps):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def per_example_costs(trainer: Trainer, reps: int) -> Dict[str, float]:
-    """f_sel and f+b in seconds per example, from timed batches of the trainer's own code."""
-    cfg, device = trainer.cfg, trainer.device
-    trainer.stream.start_epoch(10_000)
-    chunk = next(iter(trainer.stream.chunks(cfg.select_size)))
-    xs, ys = chunk.images()
-    xb, yb = xs[:cfg.batch_size], ys[:cfg.batch_size]
+def sgd_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
+             x: torch.Tensor, y: torch.Tensor) -> None:
+    """One plain SGD step: what f+b measures, and what the reference loops repeat."""
+    loss = F.cross_entropy(forward(x).float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+# --- sbrun's own epochs --------------------------------------------------------------------------
+
+def compose_configs(named: Dict[str, List[str]]) -> Dict[str, Config]:
+    """Validated configs (a bad override is one ConfigError line, as on sbrun's command line)."""
+    from .cli import composer
+    from .config import validate
+
+    with composer() as compose:
+        return {name: validate(compose(overrides)) for name, overrides in named.items()}
+
+
+def timed_epoch(p: Parts, run: RunState, epoch: int) -> Tuple[float, Dict[str, float], EpochState]:
+    """Train epoch `epoch` with sbrun's loop (no evaluation, no outputs). Returns its host
+    wall-clock seconds (the device synchronised at both ends), the loop's phase seconds and the
+    epoch's state."""
+    ep = EpochState.new(epoch, p.local_batch, p.dist.rank, p.device)
+    run.epoch = epoch
+    sync(p.device)
+    t = time.perf_counter()
+    loop.run_epoch(p, run, ep, NO_HOOKS)
+    phases = p.timer.end_epoch()        # synchronises on CUDA
+    wall = time.perf_counter() - t
+    p.sampler.end_epoch(epoch)
+    run.epoch = epoch + 1
+    return wall, phases, ep
+
+
+@dataclass
+class Variant:
+    name: str
+    parts: Parts
+    run: RunState
+    cycle: int                      # epochs per timed sample
+    next_epoch: int = 0
+    samples: List[dict] = field(default_factory=list)
+
+    def train(self) -> dict:
+        """One timed sample: `cycle` epochs, averaged."""
+        wall = book = 0.0
+        backprops = chunks = 0
+        for _ in range(self.cycle):
+            seconds, phases, ep = timed_epoch(self.parts, self.run, self.next_epoch)
+            self.next_epoch += 1
+            wall += seconds
+            book += phases["bookkeeping"]
+            backprops += ep.global_backprops
+            chunks += ep.n_chunks
+        sample = {"epoch_s": wall / self.cycle, "bookkeeping_s": book / self.cycle,
+                  "frac": backprops / (self.parts.n * self.cycle), "chunks": chunks / self.cycle}
+        self.samples.append(sample)
+        return sample
+
+
+def scoring_batch(p: Parts) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A full selection chunk of augmented training inputs, from either data path."""
+    p.stream.start_epoch(COST_EPOCH)
+    return next(iter(p.stream.chunks(p.chunk))).images()
+
+
+def per_example_costs(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> Dict[str, float]:
+    """f_sel and f+b in seconds per example, timed on sbrun's own scoring forward (loop.score)
+    and on a training step through loop.forward (the compiled graph where compile=true)."""
+    xb, yb = x[:p.local_batch], y[:p.local_batch]
 
     def train_step():
-        trainer.net.train()
-        loss = trainer._losses("train", xb, yb).mean()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        p.net.train()
+        sgd_step(lambda v: loop.forward(p, "train", v), p.optimizer, xb, yb)
 
-    for fn in (lambda: trainer._select_forward(xs, ys), train_step):   # warm-up
-        fn()
-    f_sel = _median_time(lambda: trainer._select_forward(xs, ys), device, reps) / xs.shape[0]
-    fb = _median_time(train_step, device, reps) / xb.shape[0]
-    return {"f_sel": f_sel, "fb": fb}
+    return {"f_sel": f_sel(p, x, y, reps), "fb": median_time(train_step, p.device, reps) / xb.shape[0]}
 
+
+def f_sel(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
+    """Seconds per example of the parts' scoring forward (its scale and precision included)."""
+    return median_time(lambda: loop.score(p, x, y), p.device, reps) / x.shape[0]
+
+
+# --- reference loops -----------------------------------------------------------------------------
 
 class PlainLoop:
-    """A hand-written epoch over the same device-resident uint8 data and augmentation."""
+    """A hand-written epoch over the same device-resident uint8 data and batch augmentation."""
 
-    def __init__(self, trainer: Trainer):
-        cfg, device = trainer.cfg, trainer.device
-        self.cfg, self.device = cfg, device
-        self.images = trainer.stream.images
-        self.labels = trainer.stream.labels
-        ds = cfg.dataset
-        self.model = build_model(cfg.model, ds.channels, ds.image_size, ds.num_classes).to(device)
-        self.model = self.model.to(memory_format=trainer.memory_format)
-        self.memory_format = trainer.memory_format
-        self.opt = build_optimizer(self.model, cfg.optim)
-        self.aug = trainer.stream.aug
-        self.autocast = trainer.autocast
-        self.gen = torch.Generator(device=device).manual_seed(0)
+    def __init__(self, p: Parts):
+        self.device, self.batch = p.device, p.local_batch
+        self.images = p.data.train.images.to(p.device)      # either data path: the CPU copy in p.data
+        self.labels = p.data.train.labels.to(p.device)
+        self.memory_format, self.autocast = p.memory_format, p.autocast
+        self.model = build_model(p.cfg, p.data.spec).to(p.device, memory_format=p.memory_format)
+        self.opt = build_optimizer(self.model, p.cfg.optim)
+        self.aug = Augmenter(p.data.spec, p.device)
+        self.gen = torch.Generator(device=p.device).manual_seed(0)
+        self.steps = 0          # steps of the last epoch
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self.autocast:
-            out = self.model(x.contiguous(memory_format=self.memory_format))
-        loss = F.cross_entropy(out.float(), y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+            return self.model(x.contiguous(memory_format=self.memory_format))
 
     def batches(self):
         perm = torch.randperm(self.labels.numel(), generator=self.gen, device=self.device)
-        for idx in perm.split(self.cfg.batch_size):
+        for idx in perm.split(self.batch):
             yield self.aug.train(self.images[idx], self.gen), self.labels[idx]
 
-    def epoch(self) -> float:
+    def epoch(self, sync_every_step: bool = False) -> float:
+        """Seconds for one epoch; `sync_every_step` drains the device queue after each step (a
+        host sync like sbrun's per-chunk one) to price such a sync."""
         self.model.train()
-        _sync(self.device)
+        self.steps = 0
+        sync(self.device)
         t = time.perf_counter()
         for x, y in self.batches():
-            self.step(x, y)
-        _sync(self.device)
+            sgd_step(self.forward, self.opt, x, y)
+            self.steps += 1
+            if sync_every_step:
+                sync(self.device)
+        sync(self.device)
         return time.perf_counter() - t
 
 
 class LoaderLoop(PlainLoop):
     """The same training loop fed by a torchvision DataLoader with per-example transforms."""
 
-    def __init__(self, trainer: Trainer, workers: int):
-        super().__init__(trainer)
+    def __init__(self, p: Parts, workers: int):
+        super().__init__(p)
         from torch.utils.data import DataLoader, TensorDataset
         from torchvision.transforms import v2
 
-        ds = self.cfg.dataset
+        ds = p.data.spec
         steps = [v2.RandomCrop(ds.image_size, padding=ds.crop_padding)] if ds.crop_padding else []
         steps += [v2.RandomHorizontalFlip()] if ds.flip else []
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(ds.mean, ds.std)]
-        self.transform = v2.Compose(steps)
-        self.cutout = ds.cutout
-        data = TensorDataset(self.images.cpu(), self.labels.cpu())
-        self.loader = DataLoader(_Transformed(data, self.transform, self.cutout), batch_size=self.cfg.batch_size,
-                                 shuffle=True, num_workers=workers, pin_memory=self.device.type == "cuda",
+        data = TensorDataset(p.data.train.images, p.data.train.labels)
+        self.loader = DataLoader(_Transformed(data, v2.Compose(steps), ds.cutout), batch_size=self.batch,
+                                 shuffle=True, num_workers=workers, pin_memory=p.device.type == "cuda",
                                  persistent_workers=workers > 0, drop_last=False)
 
     def batches(self):
@@ -168,93 +254,210 @@ class _Transformed(torch.utils.data.Dataset):
         return x, y
 
 
-def _peak_memory(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB (device)"
-    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process RSS)"
+# --- the per-chunk host sync ---------------------------------------------------------------------
+
+def count_syncs(v: Variant) -> Optional[int]:
+    """Host syncs in one (untimed) epoch of `v`, counted by CUDA's sync debug mode; None on CPU,
+    where every operation is synchronous and a sync drains nothing."""
+    if v.parts.device.type != "cuda":
+        return None
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            timed_epoch(v.parts, v.run, v.next_epoch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    v.next_epoch += 1
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def run_bench(base: List[str], repeats: int, cost_reps: int, loader_workers: int, out_dir: Path,
-              log=print) -> pd.DataFrame:
-    from .cli import config_dir
-    from hydra import compose, initialize_config_dir
-    from .config import validate
+def sync_share(syncs: Optional[int], plain: List[float], plain_synced: List[float], steps: int,
+               epoch_s: float) -> Dict[str, float]:
+    """The per-chunk sync's estimated share of an epoch: syncs/epoch x the price of one sync,
+    priced as the plain loop's extra time per step when it drains the queue after every step."""
+    if syncs is None or not plain_synced:
+        return {}
+    per_sync = max(0.0, statistics.median(plain_synced) - statistics.median(plain)) / max(steps, 1)
+    return {"syncs_per_epoch": syncs, "sync_cost_us": per_sync * 1e6, "sync_share": syncs * per_sync / epoch_s}
 
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        configs = {name: validate(compose("config", overrides=base + QUIET + extra))
-                   for name, extra, _ in VARIANTS}
-    device = resolve_device(configs["traditional"].device)
-    tmp = Path(tempfile.mkdtemp(prefix="sbrun-bench-"))
-    trainers = {name: Trainer(cfg, tmp / name.replace(" ", "_"), device) for name, cfg in configs.items()}
-    cycles = {name: n for name, _, n in VARIANTS}
-    trad = trainers["traditional"]
-    n = trad.n
-    log(f"device: {environment(device)['device_name']} | {n} training examples | model "
-        f"{trad.cfg.model.name} | data path {trad.data_path}")
-    log("warm-up: one priming epoch per variant (not timed)")
-    next_epoch = {}
-    for name, t in trainers.items():
-        t.timed_epoch(0)
-        next_epoch[name] = 1
-    costs = per_example_costs(trad, cost_reps)
-    log(f"f_sel = {costs['f_sel'] * 1e6:.1f} us/example, f+b = {costs['fb'] * 1e6:.1f} us/example "
-        f"(ratio f+b / f_sel = {costs['fb'] / costs['f_sel']:.2f})")
-    plain = PlainLoop(trad)
-    loader = LoaderLoop(trad, loader_workers)
-    plain.epoch()
-    loader.epoch()
-    samples: Dict[str, List[dict]] = {name: [] for name in trainers}
-    samples["plain loop"], samples["dataloader loop"] = [], []
-    for r in range(repeats):
-        for name, t in trainers.items():
-            total = book = 0.0
-            backprops = 0
-            for _ in range(cycles[name]):     # Stale-SB: one full fresh/stale cycle
-                phases, state = t.timed_epoch(next_epoch[name])
-                next_epoch[name] += 1
-                total += phases["total"]
-                book += phases["bookkeeping"]
-                backprops += state.backprops
-            samples[name].append({"epoch_s": total / cycles[name], "bookkeeping_s": book / cycles[name],
-                                  "frac": backprops / (n * cycles[name])})
-        samples["plain loop"].append({"epoch_s": plain.epoch()})
-        samples["dataloader loop"].append({"epoch_s": loader.epoch()})
-        log(f"round {r + 1}/{repeats}: " + ", ".join(f"{k} {v[-1]['epoch_s']:.2f}s" for k, v in samples.items()))
 
-    trad_med = statistics.median(s["epoch_s"] for s in samples["traditional"])
+# --- the benchmark -------------------------------------------------------------------------------
+
+@dataclass
+class Options:
+    repeats: int = 3
+    cost_reps: int = 20
+    loader_workers: int = 2
+    scoring: Tuple[str, ...] = tuple(SCORING)
+    scale: float = 0.5
+    time_limit_s: Optional[float] = None     # start no new round after this
+    preset: str = "custom"
+
+
+def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[str, pd.DataFrame]:
+    """Run the benchmark and write its files into `out_dir`; returns the main and scoring tables.
+    The tables are rewritten after every round, so a run cut short keeps the rounds it finished."""
+    t_start = time.perf_counter()
+    load_before = _load()
+    configs = compose_configs({name: base + QUIET + extra for name, extra, _ in VARIANTS})
+    trad_cfg = configs["traditional"]
+    device = resolve_device(trad_cfg.device)
+    with tempfile.TemporaryDirectory(prefix="sbrun-bench-") as tmp:
+        variants: Dict[str, Variant] = {}
+        data = None
+        for name, _, cycle in VARIANTS:
+            p = build(configs[name], Path(tmp) / name.replace(" ", "_"), device, data=data)
+            data = p.data            # every variant trains on the same loaded data
+            variants[name] = Variant(name, p, RunState.new(p.n, device, p.cfg.optim.lr), cycle)
+        trad = variants["traditional"].parts
+        env = environment(device)
+        info = {"device": str(device), "device_name": env["device_name"], "torch": torch.__version__,
+                "cuda": torch.version.cuda, "preset": opts.preset, "dataset": trad.cfg.dataset.name,
+                "model": trad.cfg.model.name, "n_train": trad.n, "batch_size": trad.cfg.batch_size,
+                "select_batch_size": trad.cfg.select_size, "precision": trad.effective["precision"],
+                "channels_last": trad.effective["channels_last"], "data_path": trad.effective["data_path"],
+                "compile": trad.cfg.compile, "load_before": load_before, "overrides": base}
+        log(f"device: {info['device_name']} | {trad.n} training examples | model {info['model']} | "
+            f"data path {info['data_path']} | precision {info['precision']} | load {load_before}")
+        for v in variants.values():
+            if v.parts.compiled:
+                from .fit import warmup_compile
+                warmup_compile(v.parts, v.run)
+        log("warm-up: one priming epoch per variant (not timed)")
+        for v in variants.values():
+            timed_epoch(v.parts, v.run, v.next_epoch)
+            v.next_epoch += 1
+
+        x, y = scoring_batch(trad)
+        costs = per_example_costs(trad, x, y, opts.cost_reps)
+        log(f"f_sel = {costs['f_sel'] * 1e6:.1f} us/example, f+b = {costs['fb'] * 1e6:.1f} us/example "
+            f"(ratio f+b / f_sel = {costs['fb'] / costs['f_sel']:.2f})")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "costs.json", costs_record(costs, info, trad.cfg))
+        scoring = scoring_table(base, trad, x, y, costs, opts, data, Path(tmp), log)
+        for name, row in scoring.items():
+            write_json(out_dir / f"costs_{name}.json", costs_record(
+                {"f_sel": row["f_sel_us"] / 1e6, "fb": costs["fb"]}, info, None,
+                {"scale": row["scale"], "precision": row["scoring_precision"]}))
+
+        syncs = count_syncs(variants["sb beta=2"])
+        plain, loader = PlainLoop(trad), LoaderLoop(trad, opts.loader_workers)
+        plain.epoch()
+        loader.epoch()
+        refs: Dict[str, List[float]] = {"plain loop": [], "dataloader loop": [], "plain loop (sync/step)": []}
+        tables = {}
+        for r in range(opts.repeats):
+            for v in variants.values():
+                v.train()
+            refs["plain loop"].append(plain.epoch())
+            refs["dataloader loop"].append(loader.epoch())
+            if syncs is not None:
+                refs["plain loop (sync/step)"].append(plain.epoch(sync_every_step=True))
+            log(f"round {r + 1}/{opts.repeats}: " + ", ".join(
+                [f"{n} {v.samples[-1]['epoch_s']:.2f}s" for n, v in variants.items()] +
+                [f"{n} {t[-1]:.2f}s" for n, t in refs.items() if t]))
+            info["load_after"] = _load()
+            tables = {"bench": bench_table(variants, refs, costs, info, r + 1)}
+            tables["scoring"] = scoring_frame(scoring, variants, costs)
+            extra = sync_share(syncs, refs["plain loop"], refs["plain loop (sync/step)"], plain.steps,
+                               tables["bench"].set_index("variant").loc["sb beta=2", "epoch_s_median"])
+            write_tables(out_dir, tables, info, extra)
+            if opts.time_limit_s is not None and time.perf_counter() - t_start > opts.time_limit_s \
+                    and r + 1 < opts.repeats:
+                log(f"time limit of {opts.time_limit_s:g} s reached: {r + 1} of {opts.repeats} rounds done")
+                break
+    return tables
+
+
+def scoring_table(base: List[str], trad: Parts, x: torch.Tensor, y: torch.Tensor, costs: Dict[str, float],
+                  opts: Options, data, tmp: Path, log) -> Dict[str, dict]:
+    """f_sel of each scoring option, on the same chunk, with the model built for that option."""
+    named = {name: base + QUIET + ["sampler=sb"] + [o.format(scale=opts.scale) for o in SCORING[name]]
+             for name in opts.scoring}
+    rows = {}
+    for name, cfg in compose_configs(named).items():
+        p = build(cfg, tmp / f"scoring_{name}", trad.device, data=data)
+        try:
+            seconds = f_sel(p, x.contiguous(memory_format=p.memory_format), y, opts.cost_reps)
+        except RuntimeError as err:     # a model with a fixed input size (mlp, linear) cannot score downsampled
+            log(f"scoring {name}: skipped, {cfg.model.name} cannot score at scoring.scale={cfg.scoring.scale:g} "
+                f"({str(err).splitlines()[0][:120]})")
+            continue
+        rows[name] = {"option": name, "scale": cfg.scoring.scale, "scoring_precision": p.effective["scoring_precision"],
+                      "f_sel_us": seconds * 1e6}
+        log(f"scoring {name}: f_sel = {rows[name]['f_sel_us']:.1f} us/example")
+    return rows
+
+
+def scoring_frame(rows: Dict[str, dict], variants: Dict[str, Variant], costs: Dict[str, float]) -> pd.DataFrame:
+    """Each option's f_sel against fp32 at full scale, and the cost-model bound it allows for SB
+    beta=2 and Stale-SB n=3 (at their measured backprop fractions)."""
+    if not rows:
+        return pd.DataFrame()
+    fb = costs["fb"]
+    fracs = {name: statistics.median(s["frac"] for s in variants[name].samples) if variants[name].samples
+             else expected_fraction(2.0) for name in ("sb beta=2", "stale_sb n=3")}
+    ref = rows["fp32"]["f_sel_us"] if "fp32" in rows else costs["f_sel"] * 1e6
+    out = []
+    for row in rows.values():
+        fsel = row["f_sel_us"] / 1e6
+        out.append({**row, "vs_fp32": row["f_sel_us"] / ref, "fb_us": fb * 1e6,
+                    "bound_sb2": cost_model_speedup(fsel, fb, fracs["sb beta=2"], 1),
+                    "bound_stale3": cost_model_speedup(fsel, fb, fracs["stale_sb n=3"], 3)})
+    return pd.DataFrame(out)
+
+
+def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], costs: Dict[str, float],
+                info: dict, rounds: int) -> pd.DataFrame:
+    trad_med = statistics.median(s["epoch_s"] for s in variants["traditional"].samples)
+    n = variants["traditional"].parts.n
     rows = []
-    for name, runs in samples.items():
-        times = [s["epoch_s"] for s in runs]
+    for name, v in variants.items():
+        times = [s["epoch_s"] for s in v.samples]
         med = statistics.median(times)
-        row = {"variant": name, "epoch_s_median": med, "epoch_s_min": min(times), "epoch_s_max": max(times),
-               "images_per_s": n / med, "speedup": trad_med / med}
-        if "frac" in runs[0]:
-            frac = statistics.median(s["frac"] for s in runs)
-            staleness = cycles[name] if name.startswith("stale") else 1
-            predicted = 1.0 if name == "traditional" else cost_model_speedup(costs["f_sel"], costs["fb"], frac,
-                                                                              staleness)
-            row.update({"backprop_frac": frac, "predicted_speedup": predicted,
-                        "efficiency": row["speedup"] / predicted,
-                        "bookkeeping_share": statistics.median(s["bookkeeping_s"] / s["epoch_s"] for s in runs)})
-        rows.append(row)
+        frac = statistics.median(s["frac"] for s in v.samples)
+        staleness = v.cycle if name.startswith("stale") else 1
+        predicted = 1.0 if name == "traditional" else cost_model_speedup(costs["f_sel"], costs["fb"], frac, staleness)
+        speedup = trad_med / med
+        rows.append({"variant": name, "epoch_s_median": med, "epoch_s_min": min(times), "epoch_s_max": max(times),
+                     "images_per_s": n / med, "speedup": speedup, "backprop_frac": frac,
+                     "predicted_speedup": predicted, "efficiency": speedup / predicted,
+                     "bookkeeping_share": statistics.median(s["bookkeeping_s"] / s["epoch_s"] for s in v.samples),
+                     "chunks_per_epoch": statistics.median(s["chunks"] for s in v.samples)})
+    for name, times in refs.items():
+        if times:
+            med = statistics.median(times)
+            rows.append({"variant": name, "epoch_s_median": med, "epoch_s_min": min(times),
+                         "epoch_s_max": max(times), "images_per_s": n / med, "speedup": trad_med / med})
     df = pd.DataFrame(rows)
     df["f_sel_us"] = costs["f_sel"] * 1e6
     df["fb_us"] = costs["fb"] * 1e6
-    df["peak_memory"] = _peak_memory(device)
-    df["device"] = environment(device)["device_name"]
-    df["repeats"] = repeats
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "bench.csv", df.to_csv(index=False).encode())
-    atomic_write(out_dir / "bench.md", to_markdown(df).encode())
+    df["peak_memory"] = _peak_memory(variants["traditional"].parts.device)
+    df["device"] = info["device_name"]
+    df["repeats"] = rounds
     return df
 
 
-def to_markdown(df: pd.DataFrame) -> str:
-    cols = [("variant", "variant", "{}"), ("epoch_s_median", "epoch s (median)", "{:.2f}"),
-            ("epoch_s_min", "min", "{:.2f}"), ("epoch_s_max", "max", "{:.2f}"),
-            ("backprop_frac", "backprop frac", "{:.3f}"), ("speedup", "speedup", "{:.2f}x"),
-            ("predicted_speedup", "cost model", "{:.2f}x"), ("efficiency", "efficiency", "{:.2f}"),
-            ("bookkeeping_share", "bookkeeping", "{:.1%}"), ("images_per_s", "images/s", "{:.0f}")]
+def costs_record(costs: Dict[str, float], info: dict, cfg: Optional[Config], scoring: Optional[dict] = None) -> dict:
+    """What costs.json holds: per-example seconds for `budget.costs`, and where they were measured."""
+    keep = ("device", "device_name", "torch", "cuda", "preset", "dataset", "model", "n_train", "batch_size",
+            "select_batch_size", "precision", "channels_last", "data_path", "compile")
+    scoring = scoring or {"scale": cfg.scoring.scale, "precision": cfg.scoring.precision}
+    return {"f_sel": costs["f_sel"], "fb": costs["fb"], "unit": "seconds per example", "scoring": scoring,
+            **{k: info[k] for k in keep}}
+
+
+def write_tables(out_dir: Path, tables: Dict[str, pd.DataFrame], info: dict, sync_info: Dict[str, float]) -> None:
+    atomic_write(out_dir / "bench.csv", tables["bench"].to_csv(index=False).encode())
+    if not tables["scoring"].empty:
+        atomic_write(out_dir / "scoring.csv", tables["scoring"].to_csv(index=False).encode())
+    atomic_write(out_dir / "bench.md", to_markdown(tables["bench"], tables["scoring"], info, sync_info).encode())
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+def _md_table(df: pd.DataFrame, cols) -> List[str]:
     lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
         cells = []
@@ -262,35 +465,134 @@ def to_markdown(df: pd.DataFrame) -> str:
             v = r.get(key)
             cells.append("–" if v is None or (isinstance(v, float) and v != v) else fmt.format(v))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: Optional[dict] = None,
+                sync_info: Optional[Dict[str, float]] = None) -> str:
+    cols = [("variant", "variant", "{}"), ("epoch_s_median", "epoch s (median)", "{:.2f}"),
+            ("epoch_s_min", "min", "{:.2f}"), ("epoch_s_max", "max", "{:.2f}"),
+            ("backprop_frac", "backprop frac", "{:.3f}"), ("speedup", "speedup", "{:.2f}x"),
+            ("predicted_speedup", "cost model", "{:.2f}x"), ("efficiency", "efficiency", "{:.2f}"),
+            ("bookkeeping_share", "bookkeeping", "{:.1%}"), ("images_per_s", "images/s", "{:.0f}")]
+    lines = _md_table(df, cols)
     first = df.iloc[0]
-    lines.append("")
-    lines.append(f"Device: {first['device']}; f_sel = {first['f_sel_us']:.1f} us/example, "
-                 f"f+b = {first['fb_us']:.1f} us/example; peak memory {first['peak_memory']}; "
-                 f"{int(first['repeats'])} interleaved rounds.")
+    info = info or {}
+    lines += ["", f"Device: {first['device']}; f_sel = {first['f_sel_us']:.1f} us/example, "
+                  f"f+b = {first['fb_us']:.1f} us/example; peak memory {first['peak_memory']}; "
+                  f"{int(first['repeats'])} interleaved rounds."]
+    if info:
+        lines.append(f"Setup: {info['dataset']} ({info['n_train']} examples), {info['model']}, batch "
+                     f"{info['batch_size']}, precision {info['precision']}, channels_last {info['channels_last']}, "
+                     f"data path {info['data_path']}, torch {info['torch']}"
+                     + (f", CUDA {info['cuda']}" if info.get("cuda") else "")
+                     + f"; load average before {info['load_before']}, after {info.get('load_after', '?')}.")
+    lines += ["", *goals(df, sync_info or {})]
+    if scoring is not None and not scoring.empty:
+        lines += ["", "Scoring options (f_sel per example; cost-model bound at the measured backprop fractions):", ""]
+        lines += _md_table(scoring, [("option", "option", "{}"), ("scale", "scoring.scale", "{:g}"),
+                                     ("scoring_precision", "scoring precision", "{}"),
+                                     ("f_sel_us", "f_sel us/example", "{:.1f}"), ("vs_fp32", "vs fp32", "{:.2f}x"),
+                                     ("bound_sb2", "SB beta=2 bound", "{:.2f}x"),
+                                     ("bound_stale3", "Stale-SB n=3 bound", "{:.2f}x")])
     return "\n".join(lines) + "\n"
+
+
+def goals(df: pd.DataFrame, sync_info: Dict[str, float]) -> List[str]:
+    """The README's performance targets, read off the table."""
+    t = df.set_index("variant")
+    trad = t.loc["traditional"]
+    sel = t[t.index.str.startswith(("sb", "stale"))]
+    out = [f"- SB / Stale-SB efficiency against the cost model (goal >= 0.9): "
+           f"{sel['efficiency'].min():.2f}-{sel['efficiency'].max():.2f}",
+           f"- selection bookkeeping share of the epoch (goal <= 2%): "
+           f"{sel['bookkeeping_share'].min():.1%}-{sel['bookkeeping_share'].max():.1%}"]
+    if "plain loop" in t.index:
+        out.append(f"- Traditional epoch against the plain loop (goal <= 1.1x): "
+                   f"{trad['epoch_s_median'] / t.loc['plain loop', 'epoch_s_median']:.2f}x")
+    if "dataloader loop" in t.index:
+        out.append(f"- Traditional images/s against the DataLoader pipeline (goal >= 2x on a GPU): "
+                   f"{trad['images_per_s'] / t.loc['dataloader loop', 'images_per_s']:.2f}x")
+    if sync_info:
+        out.append(f"- per-chunk host sync: {sync_info['syncs_per_epoch']} syncs per SB beta=2 epoch x "
+                   f"{sync_info['sync_cost_us']:.0f} us each (the plain loop's extra time per step when it syncs "
+                   f"after every step) = {sync_info['sync_share']:.1%} of the epoch")
+    else:
+        out.append("- per-chunk host sync: not measured (CPU: every operation is synchronous, a sync drains "
+                   "no queue)")
+    return out
+
+
+def _peak_memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB (device)"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB (process RSS)"
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# --- command line --------------------------------------------------------------------------------
+
+def parse_scoring(text: str) -> Tuple[str, ...]:
+    if text == "all":
+        return tuple(SCORING)
+    if text == "none":
+        return ()
+    names = tuple(dict.fromkeys(s.strip() for s in text.split(",")))
+    bad = [n for n in names if n not in SCORING]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{','.join(bad)} is invalid; allowed: all, none, or a comma list of "
+                                          f"{', '.join(SCORING)}")
+    return names
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="sbrun-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="extra sbrun overrides, e.g. device=cuda dataset.subset=20000")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="cpu: MNIST + small CNN; gpu: CIFAR-shaped data + ResNet-18 (default: by device)")
+                   help="cpu: MNIST + small CNN; gpu: CIFAR-shaped data + ResNet-18, bf16; smoke: a seconds-long "
+                        "check that the bench works (default: gpu with CUDA, else cpu)")
     p.add_argument("--data-dir", default=os.environ.get("SBRUN_DATA_DIR", "data"))
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds (default 3)")
-    p.add_argument("--cost-reps", type=int, default=20, help="timed batches for f_sel and f+b (default 20)")
-    p.add_argument("--loader-workers", type=int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--repeats", type=_positive(int), default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--cost-reps", type=_positive(int), default=20,
+                   help="timed batches for f_sel and f+b (default 20)")
+    p.add_argument("--loader-workers", type=_positive(int, zero=True), default=min(8, os.cpu_count() or 1))
+    p.add_argument("--scoring", type=parse_scoring, default=tuple(SCORING),
+                   help=f"scoring options to measure: all (default), none, or a comma list of {', '.join(SCORING)}")
+    p.add_argument("--scoring-scale", type=float, default=0.5, help="scoring.scale of the scale options (default 0.5)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds after which no new round starts (the tables hold the rounds done)")
     p.add_argument("--out", type=Path, default=Path("results/bench"))
     args = p.parse_args(argv)
+    if not 0.0 < args.scoring_scale <= 1.0:
+        p.error(f"--scoring-scale={args.scoring_scale} is invalid; allowed: a number in (0, 1]")
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     base = PRESETS[preset] + [f"data_dir={args.data_dir}"] + args.overrides
+    opts = Options(repeats=args.repeats, cost_reps=args.cost_reps, loader_workers=args.loader_workers,
+                   scoring=args.scoring, scale=args.scoring_scale, time_limit_s=args.time_limit, preset=preset)
     try:
-        df = run_bench(base, args.repeats, args.cost_reps, args.loader_workers, args.out)
+        tables = run_bench(base, opts, args.out)
     except (ConfigError, DataError) as err:
         print(f"sbrun-bench: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     print()
-    print(to_markdown(df))
-    print(f"written: {args.out / 'bench.csv'}, {args.out / 'bench.md'}")
+    print((args.out / "bench.md").read_text())
+    written = ["bench.csv", "bench.md", "costs.json"] + (["scoring.csv"] if not tables["scoring"].empty else [])
+    print("written: " + ", ".join(str(args.out / f) for f in written))
+
+
+def _positive(kind, zero: bool = False):
+    def parse(text: str):
+        value = kind(text)
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"{text} is invalid; allowed: an integer >= {0 if zero else 1}")
+        return value
+    return parse
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ class Meter:
     @classmethod
     def of(cls, cfg: BudgetConfig, epochs: int, n_train: int) -> "Meter":
         if cfg.amount is None and cfg.unit != "epochs":
-            raise ConfigError(f"budget.amount=None is invalid with budget.unit={cfg.unit}; allowed: a number > 0 "
+            raise ConfigError(f"budget.amount=null is invalid with budget.unit={cfg.unit}; allowed: a number > 0 "
                               f"({'seconds' if cfg.unit == 'seconds' else 'Traditional-epoch equivalents'})")
         total = float(cfg.amount) if cfg.amount is not None else float(epochs)
         return cls(cfg.unit, total, n_train, read_costs(cfg))

@@ -24,7 +24,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError
-from .config import (OPERATIONAL, Config, ConfigError, config_diffs, get_dotted, key_kind, keys_of_kind,
+from .config import (OPERATIONAL, UNKNOWN_KEY_HINT, Config, ConfigError, config_diffs, get_dotted, key_kind, keys_of_kind,
                      register_schema, to_dict, type_error_message, validate)
 from .data import DataError
 from .records import SUMMARY, OutputError, read_json
@@ -103,8 +103,7 @@ def compose_error(err: BaseException, overrides: Sequence[str] = ()) -> ConfigEr
     m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text) \
         or re.search(r"Could not append to config. An item is already at '([^']+)'", text)
     if m and "could not be converted" not in text and "is not a subclass" not in text:
-        return ConfigError(f"{m.group(1)} is not a config key; allowed: the keys listed in README.md "
-                           f"(Configuration) or shown by `sbrun --cfg job`")
+        return ConfigError(f"{m.group(1)} is not a config key; {UNKNOWN_KEY_HINT}")
     if isinstance(cause, OmegaConfBaseException):
         return ConfigError(type_error_message(cause))
     return ConfigError(_first_line(err))
@@ -390,10 +389,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
             config = _pin_gpu(config, hc.job.num)
         return train(config, config.resume or run_dir, overrides, keep_failed=multirun)
     except AlreadyFinished as err:
-        if multirun:
-            log.info("skipping %s: already finished", run_dir)
-            return None
-        _exit(f"{err}; choose another name= or delete it", EXIT_USAGE)
+        # re-running a command is idempotent: a finished run is skipped (a larger epochs=, hours=
+        # or budget.amount= continues it)
+        log.info("skipping %s: %s", run_dir, err)
+        return None
     except StopRequested as err:
         log.warning("%s", err)
         pass_on(err.signum)

@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable
 
 from omegaconf import DictConfig, OmegaConf
@@ -28,21 +29,38 @@ def resolve_target(path: Any, key: str) -> Callable:
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(f"{key} is missing; allowed: a dotted path to a class or function, "
                           f"e.g. my_pkg.nets.TinyNet")
-    from hydra.utils import get_object
-
     try:
-        return get_object(path)
+        return locate(path)
     except Exception as first:
         if os.getcwd() not in sys.path:     # the console script's sys.path lacks the current directory
             sys.path.insert(0, os.getcwd())
             try:
-                return get_object(path)
+                return locate(path)
             except Exception:
                 pass
-        cause = first.__cause__ or first
-        why = " ".join(str(cause).split())[:160] or type(cause).__name__
+        why = " ".join(str(first).split())[:160] or type(first).__name__
         raise ConfigError(f"{key}={path} cannot be imported ({why}); allowed: a dotted path to a class or "
                           f"function importable from here (the current directory counts)") from None
+
+
+def locate(path: str) -> Any:
+    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    import importlib
+
+    parts = path.split(".")
+    for n in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:n]))
+        except ModuleNotFoundError as err:
+            if err.name and not ".".join(parts[:n]).startswith(err.name):
+                raise          # the module exists but one of its own imports is missing
+            continue
+        for attr in parts[n:]:
+            if not hasattr(obj, attr):
+                raise ImportError(f"{'.'.join(parts[:n])} has no attribute {attr!r}")
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"no module named {parts[0]!r}")
 
 
 def accepted_args(fn: Callable) -> tuple[set, bool]:
@@ -97,8 +115,30 @@ def _split_target(node: Any, group: str) -> tuple[str, Dict[str, Any]]:
     if not isinstance(node, dict) or "_target_" not in node:
         raise ConfigError(f"{group}._target_ is missing; allowed: a {group} config with a _target_ "
                           f"(choose one with {group}=NAME, or give {group}._target_=my_pkg.module.Name)")
-    node = dict(node)
+    node = strip_inherited(group, dict(node))
     return node.pop("_target_"), node
+
+
+def group_file(group: str, name: Any) -> Dict[str, Any]:
+    """The keys of conf/<group>/<name>.yaml (its own package only), or {} if there is none."""
+    from importlib import resources
+
+    path = Path(str(resources.files("sbrun") / "conf" / group / f"{name}.yaml"))
+    if not isinstance(name, str) or not path.is_file():
+        return {}
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    return raw.get(group, raw) if "_target_" not in raw else raw
+
+
+def strip_inherited(group: str, node: Dict[str, Any]) -> Dict[str, Any]:
+    """`model._target_=my_pkg.Net` on top of the default `model=cnn` replaces the model: the
+    cnn file's own keys (name, width, ...) still at their file values are not the user's and are
+    dropped; keys the user set to other values stay (and are checked against the new target)."""
+    defaults = group_file(group, node.get("name"))
+    if not defaults or defaults.get("_target_") in (None, node.get("_target_")):
+        return node
+    return {k: v for k, v in node.items() if k == "_target_" or k not in defaults or v != defaults[k]
+            or (isinstance(v, str) and "${" in v)}
 
 
 def model_config(node: Dict[str, Any]) -> ModelConfig:

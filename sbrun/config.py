@@ -296,6 +296,7 @@ class Config:
 
 # --- validation ----------------------------------------------------------------------------------
 
+UNKNOWN_KEY_HINT = "allowed: the keys listed in README.md (Configuration) or shown by `sbrun --cfg job`"
 _ALLOWED_BY_TYPE = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
                     "String": "a string", "ListConfig": "a list like [1,2]"}
 
@@ -304,13 +305,13 @@ def type_error_message(err: OmegaConfBaseException, prefix: str = "") -> str:
     """One line for an OmegaConf type/structure error: the key, its value and what is allowed."""
     key = prefix + (getattr(err, "full_key", None) or "config")
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    m = re.search(r"Value '(.*)' (?:of type '\w+' )?could not be converted to (\w+)", text)
+    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", text)
     if m:
         return f"{key}={m.group(1)} is invalid; allowed: {_ALLOWED_BY_TYPE.get(m.group(2), m.group(2))}"
     m = re.search(r"Key '([^']+)' not in '\w+'", text) or re.search(r"Key '([^']+)' is not in struct", text)
     if m:
         parent = key.rsplit(".", 1)[0] + "." if "." in key else prefix
-        return f"{parent}{m.group(1)} is not a config key"
+        return f"{parent}{m.group(1)} is not a config key; {UNKNOWN_KEY_HINT}"
     m = re.search(r"Invalid type assigned: (\w+) is not a subclass of (\w+)", text) \
         or re.search(r"(\w+) is not a (\w+)", text)
     if m:

@@ -22,7 +22,7 @@ class PhaseTimer:
         self._events = defaultdict(list)
         self._totals: Dict[str, float] = defaultdict(float)
         self._start = None
-        self._t0 = 0.0
+        self._t0 = None
 
     def _event(self):
         e = torch.cuda.Event(enable_timing=True)
@@ -47,8 +47,9 @@ class PhaseTimer:
             self._totals[name] += time.perf_counter() - t
 
     def elapsed(self) -> float:
-        """Host seconds since the epoch started (approximate on CUDA; for budget checks)."""
-        return time.perf_counter() - self._t0
+        """Host seconds since the epoch started, 0 between epochs (approximate on CUDA; for
+        budget checks)."""
+        return 0.0 if self._t0 is None else time.perf_counter() - self._t0
 
     def end_epoch(self) -> Dict[str, float]:
         """Seconds per phase plus 'other' and 'total' for the epoch (one sync on CUDA)."""
@@ -60,6 +61,7 @@ class PhaseTimer:
                 self._totals[name] = sum(s.elapsed_time(e) for s, e in pairs) / 1e3
         else:
             total = time.perf_counter() - self._t0
+        self._t0 = None
         out = {p: float(self._totals.get(p, 0.0)) for p in PHASES}
         out["other"] = max(0.0, total - sum(out.values()))
         out["total"] = total

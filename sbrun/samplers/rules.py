@@ -135,3 +135,72 @@ def cost_model_speedup(f_sel: float, fb: float, frac: float, staleness: int = 1)
     """Per-epoch speedup bound: (f+b) / (f_sel/n + s(f+b)) (Traditional costs f+b per example)."""
     return fb / (f_sel / staleness + frac * fb)
 
+
+
+# --- Pruning at epoch start: InfoBatch (Qin et al. 2024) and KAKURENBO (Thao Nguyen et al. 2023) --
+# These decide once per epoch, over the whole training set, which examples the epoch skips.
+
+def well_learned(scores: torch.Tensor) -> torch.Tensor:
+    """InfoBatch's "well-learned" examples: a finite score strictly below the mean of the finite
+    scores. Unseen examples (score +inf) neither count in the mean nor are ever well-learned."""
+    seen = torch.isfinite(scores)
+    mean = torch.where(seen, scores, torch.zeros_like(scores)).sum() / seen.sum().clamp_min(1)
+    return seen & (scores < mean)
+
+
+def infobatch_prune(scores: torch.Tensor, prune_ratio: float,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's InfoBatch decision: (visit mask, loss weight per example).
+
+    Of the n well-learned examples, int((1 - prune_ratio) * n) drawn uniformly without replacement
+    stay, with loss weight 1 / (1 - prune_ratio) so that their expected gradient stands in for the
+    pruned ones; the others are skipped. Every other example stays with weight 1. The draw runs on
+    the generator's device (a CPU generator: the same draw on every device and rank).
+    """
+    well = well_learned(scores)
+    candidates = well.nonzero().squeeze(1)
+    keep = 1.0 - prune_ratio
+    n_kept = int(keep * candidates.numel())
+    order = torch.randperm(candidates.numel(), generator=generator,
+                           device=generator.device if generator is not None else "cpu")
+    kept = candidates[order[:n_kept].to(candidates.device)]
+    visit = ~well
+    visit[kept] = True
+    weight = torch.ones_like(scores, dtype=torch.float32)
+    weight[kept] = 1.0 / keep
+    return visit, weight
+
+
+def infobatch_prunes(progress: float, delta: float) -> bool:
+    """Whether an epoch starting at `progress` (fraction of the run done) prunes: the reference's
+    `epoch <= delta * epochs`, so pruning stops for the epochs that start after delta of the run.
+    The tolerance absorbs the rounding of progress = epoch / epochs."""
+    return progress <= delta + 1e-9
+
+
+KAKURENBO_DECAY = (1.0, 0.8, 0.6, 0.4)   # F_e / F before the 1st, after the 1st, 2nd and 3rd lr drop
+
+
+def kakurenbo_fraction(fraction: float, position: float, drops) -> float:
+    """F_e: the maximum hidden fraction at `position` (same unit as `drops`): F, then 0.8F, 0.6F and
+    0.4F once the 1st, 2nd and 3rd drop are reached; later drops keep 0.4F (the reference)."""
+    passed = sum(1 for d in drops if d <= position)
+    return fraction * KAKURENBO_DECAY[min(passed, len(KAKURENBO_DECAY) - 1)]
+
+
+def kakurenbo_hide(loss: torch.Tensor, correct: torch.Tensor, confidence: torch.Tensor, fraction: float,
+                   tau: float) -> torch.Tensor:
+    """KAKURENBO's hidden set (a bool mask): among the int(fraction * N) lowest-loss examples, those
+    whose last forward predicted the label with confidence >= tau. The sort is stable, so ties
+    resolve by index and every device and rank hides the same examples."""
+    n_low = int(fraction * loss.numel())
+    lowest = torch.argsort(loss, stable=True)[:n_low]
+    hidden = torch.zeros_like(correct, dtype=torch.bool)
+    hidden[lowest] = correct[lowest] & (confidence[lowest] >= tau)
+    return hidden
+
+
+def hidden_lr_factor(fraction: float) -> float:
+    """KAKURENBO's learning-rate factor 1 / (1 - fraction): an epoch with a fraction of the data
+    hidden takes that many fewer steps, and the larger lr keeps the epoch's total update size."""
+    return 1.0 / (1.0 - fraction)
