@@ -93,7 +93,7 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
                 reason = "budget"
                 break
             outputs.fold_epoch(run, ep, row)
-            ep = new_epoch(p, run.epoch)
+            ep = new_epoch(p, run.epoch, carried=ep.queue if p.sampler.carries_queue else None)
             run_state.save(p, run, ep, mid=False)
             outputs.write_summary(p, run, records.RUNNING)
             if p.cfg.hours is not None and p.dist.any(run.totals["train_time"] >= p.cfg.hours * 3600):
@@ -116,8 +116,12 @@ def length_reached(p, run: RunState) -> Optional[str]:
     return "budget" if budget_spent(p, usage(p, run, new_epoch(p, run.epoch))) else None
 
 
-def new_epoch(p, epoch: int) -> EpochState:
-    return EpochState.new(epoch, p.local_batch, p.dist.rank, p.device)
+def new_epoch(p, epoch: int, carried=None) -> EpochState:
+    """A fresh epoch; `carried` is the previous epoch's queue when the sampler carries it over."""
+    ep = EpochState.new(epoch, p.local_batch, p.dist.rank, p.device)
+    if carried is not None:
+        ep.queue = carried
+    return ep
 
 
 def end_phases(p, ep: EpochState) -> Dict[str, float]:

@@ -53,7 +53,7 @@ def run_epoch(p, run: RunState, ep: EpochState, hooks: Hooks,
                 return "budget"
             if p.dist.any(stop_requested()) and ep.chunk < ep.n_chunks:
                 return "signal"
-        if (step := ep.queue.flush()) is not None:
+        if not p.sampler.carries_queue and (step := ep.queue.flush()) is not None:
             if train_step(p, run, ep, step, hooks):
                 return "budget"
         rescore(p, run, ep)

@@ -84,7 +84,9 @@ def save(p, run: RunState, ep: EpochState, mid: bool) -> None:
     if not p.cfg.checkpoint.enabled:
         return
     local = {"sampler": p.sampler.state_dict(), "last_loss": run.last_loss, "counts": run.counts,
-             "epoch": ep.local() if mid else None}
+             "epoch": ep.local() if mid else None,
+             # a queue carried into the next epoch (sampler.epoch_end=carry) is part of the state too
+             "carried": ep.queue.state_dict() if not mid and len(ep.queue) else None}
     ranks = p.dist.gather_state(local)
     if p.dist.rank != 0:
         return
@@ -131,6 +133,9 @@ def restore(p, payload: dict) -> Tuple[RunState, Optional[EpochState]]:
                    rows=[r for r in shared["rows"] if r["epoch"] <= int(shared["epoch"])])
     set_global_rng_state(payload["rng"])
     ep = None
+    if local.get("carried") is not None:
+        ep = EpochState.new(payload["epoch"], p.local_batch, p.dist.rank, p.device)
+        ep.queue.load_state_dict(local["carried"], p.device)
     if payload["epoch_state"] is not None:
         mine = local["epoch"]
         ep = EpochState.new(payload["epoch"], p.local_batch, p.dist.rank, p.device)

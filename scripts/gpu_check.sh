@@ -111,7 +111,8 @@ if [ "$HAS_CUDA" = 1 ]; then
 else
   skip bench "no CUDA GPU (sbrun-bench --preset gpu)"
   run bench-cpu 120 0 "$OUT/bench-smoke.log" \
-    "$PYTHON" -m sbrun.bench --preset smoke --repeats 1 --cost-reps 3 --loader-workers 0 --out "$OUT/bench-smoke"
+    "$PYTHON" -m sbrun.bench --preset smoke --repeats 1 --cost-reps 3 --loader-workers 0 --scoring none \
+    --out "$OUT/bench-smoke"
 fi
 
 # --- torchrun ------------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ from sbrun.samplers.rho import RhoConfig, holdout_mask, pool_keep, reducible_top
 from test_reliability import assert_same_run, run_killed
 
 CPU = torch.device("cpu")
-# digits (1438 training examples: a holdout of 719, 719 for the main model), an MLP, and a short
-# irreducible-loss phase: 2 epochs x 23 steps, then 3 main steps per epoch (pools of 320).
-DIGITS = ["dataset=digits", "model=mlp", "model.width=32", "batch_size=32", "epochs=3", "sampler=rho",
-          "sampler.epochs=2", "plots=false", "progress=off", "label_noise=0.2"]
-N, HOLDOUT = 1438, 719
-PHASE1_STEPS, MAIN_STEPS_PER_EPOCH = 46, 3
+# 800 digits (a holdout of 400, 400 for the main model), an MLP, and a short irreducible-loss
+# phase: 2 epochs x 13 steps; then each main epoch scores pools of 320 and 80 and keeps 32 + 8.
+DIGITS = ["dataset=digits", "dataset.subset=800", "model=mlp", "model.width=32", "batch_size=32", "epochs=3",
+          "sampler=rho", "sampler.epochs=2", "plots=false", "progress=off", "label_noise=0.2"]
+N, HOLDOUT = 800, 400
+PHASE1_STEPS, MAIN_STEPS_PER_EPOCH = 26, 2
 
 
 def sampler(n_train=20, batch=2, **kw):
@@ -138,12 +138,12 @@ def test_end_to_end_on_digits_records_the_phase_and_never_visits_the_holdout(tmp
     assert rows["select_forwards"].diff().fillna(rows["select_forwards"]).tolist() == [N - HOLDOUT] * 3
     counts = pd.read_csv(run / "selection_counts.csv")
     assert counts.loc[holdout.numpy(), "backprops"].sum() == 0
-    assert rows["backprops"].iloc[-1] == 3 * (32 + 32 + pool_keep(N - HOLDOUT - 640, 32, 320))
+    assert rows["backprops"].iloc[-1] == 3 * (32 + pool_keep(N - HOLDOUT - 320, 32, 320)) == 3 * 40
 
 
 @pytest.mark.slow
 def test_a_work_budget_counts_the_irreducible_phase(tmp_path):
-    # Phase 1 costs 2 * 0.5 + 1/6 = 1.1667 work units; the main loop then gets what is left.
+    # Phase 1 costs 2 * 0.5 + 1/6 = 1.1667 work units; the main loop (0.22 a epoch) gets what is left.
     amount = 1.5
     res = run_sbrun(*DIGITS, "budget.unit=work", f"budget.amount={amount}", f"out_dir={tmp_path}")
     assert res.returncode == 0, res.stderr

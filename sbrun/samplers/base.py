@@ -103,6 +103,7 @@ class Sampler:
 
     global_losses = False        # needs every rank's chunk losses (ctx.window) under DDP
     global_observations = False  # needs every rank's observations in `observe` under DDP
+    carries_queue = False        # chosen examples left at an epoch's end wait for the next (no partial step)
     wants_predictions = False    # needs confidence/correctness in `observe`
 
     def __init__(self, cfg: SamplerConfig, env: SamplerEnv):

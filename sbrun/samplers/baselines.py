@@ -102,6 +102,7 @@ class ComposerConfig(SamplerConfig):
     start: float = 0.5           # fraction of training at which selection starts
     end: float = 0.9             # ... and ends
     interrupt: int = 2           # every `interrupt`-th batch is a plain step (0 = never)
+    at_least_one: bool = True    # false: Composer's own int(keep * N), which may be 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -133,7 +134,7 @@ class ComposerSB(Sampler):
             return Selection.everything()
         if losses.numel() == 0:
             return Selection(torch.empty(0, dtype=torch.long, device=self.device))
-        return Selection(rules.rank_select(losses, self.cfg.keep, ctx.generator))
+        return Selection(rules.rank_select(losses, self.cfg.keep, ctx.generator, self.cfg.at_least_one))
 
 
 @dataclass
@@ -145,10 +146,17 @@ class Kath18Config(SamplerConfig):
     variable_start: bool = True  # uniform until the variance-reduction estimate passes tau_th
     tau_th: Optional[float] = None   # null = (B + 3b) / (3b)
     vr_momentum: float = 0.9     # moving-average momentum of the estimate
+    # Fidelity to the SB authors' Kath18 runs (README, "Fidelity"); sbrun's defaults first.
+    dedupe: bool = False         # backprop each drawn example once (duplicates dropped): ~28% instead of 33%
+    estimate: str = "pools"      # pools: from training losses in pools of B; batches: eval-mode scoring per batch
+    latch: bool = True           # false: re-check the start condition every epoch (it can switch off again)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.pool_factor >= 1, "sampler.pool_factor", self.pool_factor, "an integer >= 1")
+        check(self.estimate in ("pools", "batches"), "sampler.estimate", self.estimate, "pools, batches")
+        check(not (self.dedupe and self.reweight), "sampler.dedupe", self.dedupe,
+              "false when sampler.reweight is true (the weights assume draws with replacement)")
         check(self.tau_th is None or self.tau_th > 0, "sampler.tau_th", self.tau_th, "null or a number > 0")
         check(0.0 <= self.vr_momentum < 1.0, "sampler.vr_momentum", self.vr_momentum, "a number in [0, 1)")
 
@@ -186,7 +194,10 @@ class Kath18(Sampler):
         return self.pool
 
     def need(self, ctx: Ctx) -> Need:
-        return Need.FRESH if self.active and not self.priming(ctx) else Need.NONE
+        if self.priming(ctx):
+            return Need.NONE
+        # "batches": the authors score every batch in eval mode, started or not, for the estimate
+        return Need.FRESH if self.active or self.cfg.estimate == "batches" else Need.NONE
 
     def _update_estimate(self, pool_losses: torch.Tensor) -> None:
         m = self.cfg.vr_momentum
@@ -199,17 +210,26 @@ class Kath18(Sampler):
         n = losses.numel()
         if n == 0:
             return Selection(torch.empty(0, dtype=torch.long, device=self.device))
-        self._update_estimate(losses if ctx.window is None else ctx.window)
+        scored = losses if ctx.window is None else ctx.window
+        if self.cfg.estimate == "batches":
+            for part in scored.split(self.env.batch_size):
+                self._update_estimate(part)
+        else:
+            self._update_estimate(scored)
+        if not self.active:
+            return Selection.everything()
         probs = rules.loss_proportional(losses)
         # A full pool yields one batch; the epoch's last, smaller pool keeps the same ratio.
         b = self.env.batch_size
         k = b if n == self.pool else max(1, round(n * b / self.pool))
         drawn = rules.sample_with_replacement(probs, k, ctx.generator)
+        if self.cfg.dedupe:
+            return Selection(drawn.unique())
         weight = rules.pool_weights(probs, drawn) if self.cfg.reweight else None
         return Selection(drawn, weight)
 
     def observe(self, obs: Observation) -> None:
-        if self.active or not obs.trained:
+        if self.active or not obs.trained or self.cfg.estimate == "batches":
             return
         losses = obs.losses.detach().float().reshape(-1)
         while losses.numel():
@@ -223,8 +243,8 @@ class Kath18(Sampler):
 
     def end_epoch(self, epoch: int) -> Dict[str, float]:
         estimate = float(self.vr_ema)
-        if not self.active and self.updates > 0 and estimate > self.tau_th:
-            self.active = True
+        if self.updates > 0 and (not self.active or not self.cfg.latch):
+            self.active = estimate > self.tau_th
         return {"vr_estimate": estimate, "is_active": float(self.active)}
 
     def state_dict(self) -> dict:

@@ -88,9 +88,11 @@ def tau_threshold(pool: int, batch: int) -> float:
 
 # --- Deterministic and rank-based in-batch selection -------------------------------------------
 
-def kept_count(n: int, keep: float) -> int:
-    """int(keep * n) as in Composer, but never fewer than one example of a non-empty batch."""
-    return max(1, int(keep * n)) if n else 0
+def kept_count(n: int, keep: float, at_least_one: bool = True) -> int:
+    """int(keep * n) as in Composer; by default never fewer than one example of a non-empty batch
+    (Composer itself keeps int(keep * n), which is 0 for a small enough last batch)."""
+    k = int(keep * n)
+    return max(1, k) if n and at_least_one else k
 
 
 def topk_positions(losses: torch.Tensor, k: int) -> torch.Tensor:
@@ -108,13 +110,16 @@ def rank_probabilities(n: int, keep: float, device=None) -> torch.Tensor:
     return (w / w.sum()).float()
 
 
-def rank_select(losses: torch.Tensor, keep: float,
-                generator: torch.Generator | None) -> torch.Tensor:
+def rank_select(losses: torch.Tensor, keep: float, generator: torch.Generator | None,
+                at_least_one: bool = True) -> torch.Tensor:
     """Draw int(keep*N) positions without replacement, by loss rank (Composer's select_using_loss)."""
     n = losses.numel()
+    k = kept_count(n, keep, at_least_one)
+    if k == 0:
+        return torch.empty(0, dtype=torch.long, device=losses.device)
     order = torch.argsort(losses)
     probs = rank_probabilities(n, keep, device=losses.device)
-    drawn = torch.multinomial(probs, kept_count(n, keep), replacement=False, generator=generator)
+    drawn = torch.multinomial(probs, k, replacement=False, generator=generator)
     return order[drawn]
 
 

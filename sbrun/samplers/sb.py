@@ -21,10 +21,16 @@ class SBConfig(SamplerConfig):
     staleness: int = 1           # scoring forwards every `staleness` epochs (1 = plain SB)
     prime_epochs: int = 1
     reweight: bool = False       # importance weights 1/(N p), normalised to mean 1
+    # Fidelity to the authors' code (README, "Fidelity"); sbrun's defaults first.
+    cadence: str = "sbrun"       # sbrun: fresh scoring in selective epochs 0, n, 2n, ...; authors: n-1, 2n-1, ...
+    prime_scoring: bool = False  # run (and count) scoring forwards during priming, as the authors' code does
+    epoch_end: str = "flush"     # flush: a partial step ends each epoch; carry: chosen examples wait for the next
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.beta > 0, "beta", self.beta, "a number > 0")
+        for key, options in (("cadence", ["sbrun", "authors"]), ("epoch_end", ["flush", "carry"])):
+            check(getattr(self, key) in options, f"sampler.{key}", getattr(self, key), ", ".join(options))
         check(self.history >= 1, "sampler.history", self.history, "an integer >= 1")
         check(0.0 <= self.min_prob <= 1.0, "sampler.min_prob", self.min_prob, "a number in [0, 1]")
         check(self.staleness >= 1, "sampler.staleness", self.staleness, "an integer >= 1")
@@ -53,15 +59,16 @@ class SBSampler(Sampler):
         super().__init__(cfg, env)
         self.rule = selection.SelectiveBackprop(beta=cfg.beta, history=cfg.history, min_prob=cfg.min_prob,
                                                 device=env.device)
+        self.carries_queue = cfg.epoch_end == "carry"
 
     def need(self, ctx: Ctx) -> Need:
         if self.priming(ctx):
-            return Need.NONE
-        fresh = (ctx.epoch - self.cfg.prime_epochs) % self.cfg.staleness == 0
-        return Need.FRESH if fresh else Need.CACHED
+            return Need.FRESH if self.cfg.prime_scoring else Need.NONE
+        return Need.FRESH if fresh_epoch(ctx.epoch - self.cfg.prime_epochs, self.cfg.staleness,
+                                         self.cfg.cadence) else Need.CACHED
 
     def select(self, losses: Optional[torch.Tensor], ctx: Ctx) -> Selection:
-        if losses is None:
+        if losses is None or self.priming(ctx):
             return Selection.everything()
         probs = self.rule.probabilities(losses, observed=ctx.window)
         pos = rules.bernoulli_keep(probs, ctx.generator).nonzero().squeeze(1)
@@ -73,3 +80,13 @@ class SBSampler(Sampler):
 
     def load_state_dict(self, state: dict) -> None:
         self.rule.load_state_dict(state["rule"])
+
+
+def fresh_epoch(selective: int, staleness: int, cadence: str = "sbrun") -> bool:
+    """Whether the `selective`-th epoch after priming (0-based) scores afresh. sbrun scores its
+    first selective epoch and every n-th after it; the authors' per-example counter scores epochs
+    n-1, 2n-1, ... of them, so their first selective epoch decides on the priming epoch's training
+    losses."""
+    if cadence == "authors":
+        return (selective + 1) % staleness == 0
+    return selective % staleness == 0
