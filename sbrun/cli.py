@@ -259,6 +259,10 @@ def ineffective(cfg: Config, job: Sequence[str]) -> List[str]:
     if "beta" in keys and cfg.beta is None:
         notes.append(f"beta has no effect with sampler={cfg.sampler.name} (it has its own selectivity "
                      f"{cfg.sampler.describe()['selectivity']:.3g}); it is not recorded")
+    scoring = sorted(k for k in keys if k == "selection_forward" or k.startswith("scoring."))
+    if scoring and not cfg.sampler.scores:
+        notes.append(f"{', '.join(scoring)} has no effect with sampler={cfg.sampler.name} (it runs no scoring "
+                     f"forwards); it is not recorded in params")
     if "epochs" in keys and cfg.budget.amount is not None:
         notes.append(f"epochs has no effect: budget.amount={cfg.budget.amount:g} {cfg.budget.unit} sets the run's length")
     if "channels_last" in keys and cfg.channels_last and cfg.model.name in ("mlp", "linear"):

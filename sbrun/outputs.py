@@ -95,7 +95,9 @@ def run_params(cfg) -> Dict:
             **cfg.sampler.describe(), "label_noise": cfg.label_noise, "seed": cfg.seed,
             "batch_size": cfg.batch_size, "epochs": cfg.epochs if b.amount is None else None, "lr": cfg.optim.lr,
             "budget_unit": b.unit if b.amount is not None else None, "budget_amount": b.amount,
-            "selection_forward": cfg.selection_forward, "bn_recalibrate": cfg.bn_recalibrate}
+            # selection_forward only where the sampler runs scoring forwards at all
+            "selection_forward": cfg.selection_forward if cfg.sampler.scores else None,
+            "bn_recalibrate": cfg.bn_recalibrate}
 
 
 def summary(p, run: RunState, status: str, **extra) -> Dict:

@@ -19,7 +19,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import ClassVar, Dict, List, Optional
 
 import torch
 
@@ -80,6 +80,9 @@ class SamplerConfig:
     """Keys every sampler has. Subclasses add theirs and override `make` and `describe`."""
     name: str = "traditional"
     prime_epochs: int = 0        # epochs of full backprop before selection starts
+
+    # Whether the sampler runs scoring forwards (so selection_forward and scoring.* apply to it).
+    scores: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check(self.prime_epochs >= 0, "sampler.prime_epochs", self.prime_epochs, "an integer >= 0")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import ClassVar, Dict, Optional
 
 import torch
 
@@ -71,6 +71,7 @@ class RandomSubset(Sampler):
 class TopKConfig(_FractionConfig):
     """Keep the highest-loss fraction `keep` of each selection batch."""
     name: str = "topk"
+    scores: ClassVar[bool] = True
     keep: Optional[float] = None     # null = 1/(1+beta)
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ class TopK(Sampler):
 class ComposerConfig(SamplerConfig):
     """MosaicML Composer's SelectiveBackprop (its defaults)."""
     name: str = "composer"
+    scores: ClassVar[bool] = True
     keep: float = 0.5
     start: float = 0.5           # fraction of training at which selection starts
     end: float = 0.9             # ... and ends
@@ -141,6 +143,7 @@ class ComposerSB(Sampler):
 class Kath18Config(SamplerConfig):
     """Katharopoulos & Fleuret 2018 loss-proportional importance sampling, as the SB paper ran it."""
     name: str = "kath18"
+    scores: ClassVar[bool] = True
     pool_factor: int = 3         # presample pool B = pool_factor * batch_size
     reweight: bool = False       # importance weights 1/(B p)
     variable_start: bool = True  # uniform until the variance-reduction estimate passes tau_th

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .. import checkpoint as ckpt
 from .. import records
 from ..config import BudgetConfig, ConfigError, check
+from ..data import ImageSet
 from ..seeding import derive_seed, generator, global_rng_state, set_global_rng_state
 from . import rules
 from .base import Ctx, Need, Sampler, SamplerConfig, Selection, TraditionalConfig
@@ -44,7 +45,7 @@ class RhoConfig(SamplerConfig):
     name: str = "rho"
     pool_factor: int = 10        # score pool_factor * batch_size examples per step, keep batch_size
     holdout: float = 0.5         # fraction of the training set that trains the irreducible-loss model
-    epochs: int = 30             # the irreducible-loss model's epochs
+    epochs: int = 10             # the irreducible-loss model's epochs
     model: Optional[Dict[str, Any]] = None   # its model node (_target_ + keys); null = the run's model
     clean_holdout: bool = False  # train it on the holdout's true labels (a clean holdout)
     prime_epochs: int = 0
@@ -234,7 +235,7 @@ def holdout_data(data, idx: torch.Tensor, clean: bool):
     """The run's data restricted to the holdout (noisy labels included unless `clean`)."""
     train = data.train.take(idx)
     if clean:
-        train = type(train)(train.images, data.true_labels[idx])
+        train = ImageSet(train.images, data.true_labels[idx])
     noisy = data.noisy[idx.to(data.noisy.device)]
     return dataclasses.replace(data, train=train, true_labels=data.true_labels[idx],
                                noisy=torch.zeros_like(noisy) if clean else noisy)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -25,6 +25,7 @@ class SBConfig(SamplerConfig):
     cadence: str = "sbrun"       # sbrun: fresh scoring in selective epochs 0, n, 2n, ...; authors: n-1, 2n-1, ...
     prime_scoring: bool = False  # run (and count) scoring forwards during priming, as the authors' code does
     epoch_end: str = "flush"     # flush: a partial step ends each epoch; carry: chosen examples wait for the next
+    scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

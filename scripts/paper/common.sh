@@ -2,7 +2,7 @@
 # a WRN-28-10 for up to the paper's 12 h budget (SVHN: 96 h).
 #
 # Environment knobs:
-#   SEEDS=0,1,2        seeds per configuration (the figures show the mean and the min–max band)
+#   SEEDS=0,1,2        seeds per configuration (the figures show the mean and a 95% confidence band)
 #   OUT=results/paper  where sweeps (OUT/multirun/<name>) and figures (OUT/figures/<figure>) go
 #   EXTRA="..."        extra sbrun overrides for every job, e.g. "hydra/launcher=slurm
 #                      hydra.launcher.partition=gpu" or "hydra/launcher=local_parallel"

@@ -3,7 +3,7 @@
 # Sweeps are shared by name, so each is trained once. See common.sh for SEEDS/OUT/EXTRA.
 source "$(dirname "$0")/common.sh"
 here=scripts/paper
-for s in table1_speedup fig01_time_breakdown fig02_selected_images fig03_loss_cdf fig04_selection_probability \
+for s in table1_speedup table1_budget_matched fig01_time_breakdown fig02_selected_images fig03_loss_cdf fig04_selection_probability \
          fig06_error_vs_backprops fig07_time_to_accuracy fig10_time_breakdown_models fig11_staleness \
          fig12_label_noise fig13_selectivity; do
     bash "$here/$s.sh"
