@@ -300,7 +300,11 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
     The tables are rewritten after every round, so a run cut short keeps the rounds it finished."""
     t_start = time.perf_counter()
     load_before = _load()
-    configs = compose_configs({name: base + QUIET + extra for name, extra, _ in VARIANTS})
+    # every config up front: a bad override fails in seconds, not after the warm-up
+    named = {name: base + QUIET + extra for name, extra, _ in VARIANTS}
+    named.update({f"scoring {name}": base + QUIET + ["sampler=sb"] + [o.format(scale=opts.scale) for o in SCORING[name]]
+                  for name in opts.scoring})
+    configs = compose_configs(named)
     trad_cfg = configs["traditional"]
     device = resolve_device(trad_cfg.device)
     with tempfile.TemporaryDirectory(prefix="sbrun-bench-") as tmp:
@@ -335,7 +339,8 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
             f"(ratio f+b / f_sel = {costs['fb'] / costs['f_sel']:.2f})")
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "costs.json", costs_record(costs, info, trad.cfg))
-        scoring = scoring_table(base, trad, x, y, costs, opts, data, Path(tmp), log)
+        scoring = scoring_table({name: configs[f"scoring {name}"] for name in opts.scoring}, trad, x, y,
+                                opts.cost_reps, Path(tmp), log)
         for name, row in scoring.items():
             write_json(out_dir / f"costs_{name}.json", costs_record(
                 {"f_sel": row["f_sel_us"] / 1e6, "fb": costs["fb"]}, info, None,
@@ -370,16 +375,14 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
     return tables
 
 
-def scoring_table(base: List[str], trad: Parts, x: torch.Tensor, y: torch.Tensor, costs: Dict[str, float],
-                  opts: Options, data, tmp: Path, log) -> Dict[str, dict]:
+def scoring_table(configs: Dict[str, Config], trad: Parts, x: torch.Tensor, y: torch.Tensor, reps: int,
+                  tmp: Path, log) -> Dict[str, dict]:
     """f_sel of each scoring option, on the same chunk, with the model built for that option."""
-    named = {name: base + QUIET + ["sampler=sb"] + [o.format(scale=opts.scale) for o in SCORING[name]]
-             for name in opts.scoring}
     rows = {}
-    for name, cfg in compose_configs(named).items():
-        p = build(cfg, tmp / f"scoring_{name}", trad.device, data=data)
+    for name, cfg in configs.items():
+        p = build(cfg, tmp / f"scoring_{name}", trad.device, data=trad.data)
         try:
-            seconds = f_sel(p, x.contiguous(memory_format=p.memory_format), y, opts.cost_reps)
+            seconds = f_sel(p, x.contiguous(memory_format=p.memory_format), y, reps)
         except RuntimeError as err:     # a model with a fixed input size (mlp, linear) cannot score downsampled
             log(f"scoring {name}: skipped, {cfg.model.name} cannot score at scoring.scale={cfg.scoring.scale:g} "
                 f"({str(err).splitlines()[0][:120]})")

@@ -29,6 +29,7 @@ from test_reliability import TIME_COLUMNS, run_killed  # noqa: E402
 from sbrun import loop  # noqa: E402
 from sbrun.build import build, resolve_device  # noqa: E402
 from sbrun.hooks import Hooks  # noqa: E402
+from sbrun.outputs import CHANCE_MARGIN  # noqa: E402
 from sbrun.state import EpochState, RunState  # noqa: E402
 
 DEVICE = os.environ.get("SBRUN_GPU_TEST_DEVICE", "cuda")
@@ -46,11 +47,13 @@ AUGMENT = ["dataset.crop_padding=2", "dataset.flip=true", "dataset.cutout=4"]   
 CHANCE = 0.25
 
 # Without deterministic kernels two runs take different SGD paths, so they agree only as two seeds
-# do. Measured on the CPU for this RUN over seeds 0-3 (tools: the same config, device=cpu): final
-# test accuracy spread 0.93-0.96, per-epoch backprop fraction spread <= 0.012. The tolerances are
-# about twice those spreads, plus the binomial noise of 1024 test examples (sd 0.007).
+# do. Measured for this RUN on the CPU (device=cpu, seeds 0, 1, 2): final test accuracy 0.814,
+# 0.824, 0.836 (spread 0.022); backprop fraction per SB epoch within 0.020 of each other;
+# per-example selection counts correlated at 0.48-0.49 between seeds. The tolerances are about
+# 2-3x those spreads. FP32_ACC is the lowest of those accuracies.
 ACC_TOL = 0.06
-FRAC_TOL = 0.03
+FRAC_TOL = 0.04
+FP32_ACC = 0.81
 
 
 def comparable(run_dir):
@@ -74,7 +77,8 @@ def assert_close(a, b):
     assert list(ma["select_forwards"]) == list(mb["select_forwards"])      # every example scored each epoch
     assert (ma["backprop_frac"] - mb["backprop_frac"]).abs().max() <= FRAC_TOL
     assert abs(ma["test_acc"].iloc[-1] - mb["test_acc"].iloc[-1]) <= ACC_TOL
-    assert ma["test_acc"].iloc[-1] > 2 * CHANCE and mb["test_acc"].iloc[-1] > 2 * CHANCE
+    learned = CHANCE_MARGIN * CHANCE          # sbrun's own line between learning and chance
+    assert ma["test_acc"].iloc[-1] > learned and mb["test_acc"].iloc[-1] > learned
 
 
 def train(tmp, name, *extra):
@@ -124,7 +128,7 @@ def test_tensor_path_and_loader_path_agree_on_identical_data(tmp_path):
     a, b = counts(tensor), counts(loader)
     assert (a["backprops"] >= 1).all() and (b["backprops"] >= 1).all()      # the priming epoch trains on all
     # SB prefers the same (hard) examples on both paths: per-example counts correlate. Two CPU
-    # seeds of this RUN correlate at 0.45-0.5; unrelated selections would be near 0.
+    # seeds of this RUN correlate at 0.48-0.49; unrelated selections would be near 0.
     assert a["backprops"].corr(b["backprops"]) > 0.25
 
 
@@ -133,8 +137,8 @@ def test_bf16_and_compiled_runs_learn(tmp_path, extra):
     run = train(tmp_path, "run", *extra)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished"
-    # fp32 reaches 0.93-0.96 on this RUN (see ACC_TOL); bf16 and compile must stay within noise of it.
-    assert summary["final_test_acc"] >= 0.93 - ACC_TOL
+    # bf16 and compile must stay within seed noise of what fp32 reaches (FP32_ACC, see ACC_TOL)
+    assert summary["final_test_acc"] >= FP32_ACC - ACC_TOL
     if extra == ["precision=bf16"]:
         assert summary["effective"]["precision"] == "bf16"
         assert summary["effective"]["scoring_precision"] == "bf16"

@@ -354,3 +354,34 @@ def test_work_to_target_in_traditional_epochs(tmp_path, capsys):
 def test_clean_reports_no_duplicates_on_clean_runs(three):
     df, notes = report.clean(merge.merge_runs([three]))
     assert notes == [] and df["run"].nunique() == 5
+
+
+# --- the equal-compute figure ------------------------------------------------------------------
+
+def test_final_error_against_budget_joins_budgets_of_one_configuration(tmp_path):
+    from sbrun.plots import budget
+
+    finals = {("traditional", 2): (0.30, 0.34), ("traditional", 4): (0.20, 0.22), ("sb", 2): (0.36, 0.40),
+              ("sb", 4): (0.21, 0.25)}
+    for (sampler, amount), errs in finals.items():
+        for seed, err in enumerate(errs):
+            write_run(tmp_path / "runs", f"{sampler}_{amount}_{seed}", sampler, seed, errors=(0.6, err),
+                      extra={"epochs": None, "budget_unit": "work", "budget_amount": amount})
+    df = report.clean(merge.merge_runs([tmp_path / "runs"]))[0]
+    drawn = {}
+
+    def spy(self, x, y, yerr=None, **kw):       # capture what each line shows
+        drawn[kw["label"]] = (list(x), list(y), list(yerr))
+    import matplotlib.axes
+    original = matplotlib.axes.Axes.errorbar
+    matplotlib.axes.Axes.errorbar = spy
+    try:
+        files = budget.budget(df, tmp_path / "fig", ("png",))
+    finally:
+        matplotlib.axes.Axes.errorbar = original
+    assert [f.name for f in files] == ["budget_work.png"]
+    assert set(drawn) == {"Traditional (100%)", "SB β=2 (33%)"}
+    x, y, half = drawn["SB β=2 (33%)"]
+    assert x == [2, 4] and y == pytest.approx([38.0, 23.0])
+    # two seeds: half-width t(0.975, 1) * sd / sqrt(2), sd of (0.36, 0.40) = 0.02 * sqrt(2)
+    assert half[0] == pytest.approx(100 * 12.706205 * 0.02 * 2 ** 0.5 / 2 ** 0.5, rel=1e-4)

@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import pandas as pd
 
-from . import breakdown, curves, data, images, losses, tables, targets
+from . import breakdown, budget, curves, data, images, losses, tables, targets
 from ..records import OutputError
 from .style import NotSupported
 
@@ -26,6 +26,7 @@ FIGURES: Dict[str, Callable] = {
     "selectivity": curves.selectivity,
     "selection_probability": losses.selection_probability,
     "loss_cdf": losses.loss_cdf,
+    "budget": budget.budget,
 }
 # Figures that read a target: k (the middle of the table's ks unless told otherwise) and the baseline.
 TAKES_K = {"time_breakdown", "selectivity"}
