@@ -284,9 +284,9 @@ def _check_writable(out_dir: Path) -> None:
     folder created only for this check is removed again, so bad input leaves nothing behind."""
     import tempfile
 
-    from .data.builtin import _first_missing
+    from .data.builtin import first_missing
 
-    created = _first_missing(out_dir)
+    created = first_missing(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out_dir):

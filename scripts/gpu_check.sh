@@ -24,7 +24,7 @@ cd "$ROOT" || exit 2
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-if ! "$PYTHON" -c "import sbrun.bench" 2>"$OUT/import.log"; then
+if ! HAS_CUDA=$("$PYTHON" -c "import sbrun.bench, torch; print(int(torch.cuda.is_available()))" 2>"$OUT/import.log"); then
   echo "gpu_check: $PYTHON cannot import sbrun (see $OUT/import.log); install it with pip install -e '.[test]'" >&2
   exit 2
 fi
@@ -94,7 +94,6 @@ EOF
 export -f environment
 export PYTHON OUT
 run env 20 480 "$OUT/env.txt" environment
-HAS_CUDA=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
 if [ "$HAS_CUDA" != 1 ]; then
   echo "gpu_check: no CUDA GPU visible: running the CPU-safe parts only (the GPU tests skip)"
 fi

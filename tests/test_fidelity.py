@@ -66,16 +66,16 @@ def test_kath18_without_latch_can_stop_again():
         SamplerEnv(n_train=1000, batch_size=4, device=CPU))
     peaked = torch.zeros(12)
     peaked[0] = 1.0
-    s._update_estimate(peaked)                           # estimate sqrt(12) > tau = 2
+    s.update_estimate(peaked)                           # estimate sqrt(12) > tau = 2
     s.end_epoch(0)
     assert s.active
-    s._update_estimate(torch.ones(12))                   # estimate 1 < tau
+    s.update_estimate(torch.ones(12))                   # estimate 1 < tau
     s.end_epoch(1)
     assert not s.active
     latched = Kath18Config(vr_momentum=0.0, pool_factor=3).make(SamplerEnv(n_train=1000, batch_size=4, device=CPU))
-    latched._update_estimate(peaked)
+    latched.update_estimate(peaked)
     latched.end_epoch(0)
-    latched._update_estimate(torch.ones(12))
+    latched.update_estimate(torch.ones(12))
     latched.end_epoch(1)
     assert latched.active
 

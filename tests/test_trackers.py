@@ -365,3 +365,21 @@ def test_a_tracker_that_cannot_start_is_one_line_and_closes_the_others(tmp_path)
     assert msg.startswith("logger=mlflow could not start: ") and "0" * 32 in msg and "\n" not in msg
     _, text, _, _ = read_tensorboard(run_dir / "tensorboard")   # TensorBoard was closed, resumable
     assert text["status"] == ["stopped"]
+
+
+def test_a_run_through_the_command_line_follows_in_tensorboard_and_resumes_the_same_run(tmp_path):
+    from conftest import TINY, run_sbrun
+
+    args = [*TINY, "plots=true", "logger=[csv,tensorboard]", f"out_dir={tmp_path}", "name=t"]
+    assert run_sbrun(*args, "epochs=2").returncode == 0
+    run = tmp_path / "runs" / "t"
+    more = run_sbrun(f"resume={run}", "epochs=3")
+    assert more.returncode == 0, more.stderr
+    scalars, _texts, hparams, images = read_tensorboard(run / "tensorboard")
+    assert hparams["sampler.name"] == "sb" and any("time_to_accuracy" in tag for tag in images)
+    import pandas as pd
+    metrics = pd.read_csv(run / "metrics.csv")
+    steps = [s for s, _ in scalars["test_acc"]]
+    assert steps == [1, 2, 3]                                         # one series, no duplicate epoch
+    assert [v for _, v in scalars["test_acc"]] == pytest.approx(metrics["test_acc"].tolist(), rel=1e-6)
+    assert json.loads((run / STATE_FILE).read_text())["last_step"] == 3

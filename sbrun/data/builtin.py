@@ -131,7 +131,7 @@ def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]]
         raise DataError(f"{name}: {problem} in {root}, and SBRUN_OFFLINE=1 forbids a download; put {where}")
     if corrupted and (blocked := _set_aside(corrupted)):
         raise DataError(f"{name}: {problem} in {root} and {blocked}; replace it with a good copy ({where})")
-    created = _first_missing(root)
+    created = first_missing(root)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)     # an unreachable mirror fails instead of hanging
     try:
@@ -147,7 +147,7 @@ def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]]
         socket.setdefaulttimeout(previous)
 
 
-def _first_missing(path: Path) -> Optional[Path]:
+def first_missing(path: Path) -> Optional[Path]:
     """The outermost folder of `path` that does not exist yet (what a download would create)."""
     path = path.absolute()
     missing = None

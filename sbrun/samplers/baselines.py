@@ -202,7 +202,7 @@ class Kath18(Sampler):
         # "batches": the authors score every batch in eval mode, started or not, for the estimate
         return Need.FRESH if self.active or self.cfg.estimate == "batches" else Need.NONE
 
-    def _update_estimate(self, pool_losses: torch.Tensor) -> None:
+    def update_estimate(self, pool_losses: torch.Tensor) -> None:
         m = self.cfg.vr_momentum
         self.vr_ema = m * self.vr_ema + (1 - m) * rules.variance_reduction(pool_losses)
         self.updates += 1
@@ -216,9 +216,9 @@ class Kath18(Sampler):
         scored = losses if ctx.window is None else ctx.window
         if self.cfg.estimate == "batches":
             for part in scored.split(self.env.batch_size):
-                self._update_estimate(part)
+                self.update_estimate(part)
         else:
-            self._update_estimate(scored)
+            self.update_estimate(scored)
         if not self.active:
             return Selection.everything()
         probs = rules.loss_proportional(losses)
@@ -241,7 +241,7 @@ class Kath18(Sampler):
             self._filled += take
             losses = losses[take:]
             if self._filled == self.pool:
-                self._update_estimate(self._pending)
+                self.update_estimate(self._pending)
                 self._filled = 0
 
     def end_epoch(self, epoch: int) -> Dict[str, float]:

@@ -157,6 +157,11 @@ class RhoLoss(Sampler):
                               f"sampler.holdout differ); allowed: the run it was written for (delete "
                               f"{cache.parent} to train the irreducible-loss model again)")
         self.irreducible = saved["losses"].to(self.device)
+        meter = parts.meter
+        if meter.unit == "work" and saved["prepared"]["extra_work"] >= meter.total:
+            log.warning("the irreducible-loss phase spent %.3f work units, the whole budget.amount=%g: the main "
+                        "model will not train; allowed: a budget.amount above %.3f", saved["prepared"]["extra_work"],
+                        meter.total, saved["prepared"]["extra_work"])
         return dict(saved["prepared"])
 
 
