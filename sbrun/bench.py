@@ -38,7 +38,7 @@ from .config import Config, ConfigError
 from .data import DataError, augment
 from .data.stream import Augmenter
 from .hooks import Hooks
-from .records import atomic_write, environment, write_json
+from .records import atomic_write, write_json
 from .samplers.rules import cost_model_speedup, expected_fraction
 from .state import EpochState, RunState
 
@@ -159,21 +159,54 @@ def scoring_batch(p: Parts) -> Tuple[torch.Tensor, torch.Tensor]:
     return next(iter(p.stream.chunks(p.chunk))).images()
 
 
-def per_example_costs(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> Dict[str, float]:
-    """f_sel and f+b in seconds per example, timed on sbrun's own scoring forward (loop.score)
-    and on a training step through loop.forward (the compiled graph where compile=true)."""
-    xb, yb = x[:p.local_batch], y[:p.local_batch]
-
-    def train_step():
-        p.net.train()
-        sgd_step(lambda v: loop.forward(p, "train", v), p.optimizer, xb, yb)
-
-    return {"f_sel": f_sel(p, x, y, reps), "fb": median_time(train_step, p.device, reps) / xb.shape[0]}
-
-
 def f_sel(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
-    """Seconds per example of the parts' scoring forward (its scale and precision included)."""
+    """Seconds per example of the parts' scoring forward (loop.score: its scale and precision included)."""
+    x = x.contiguous(memory_format=p.memory_format)
     return median_time(lambda: loop.score(p, x, y), p.device, reps) / x.shape[0]
+
+
+def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
+    """Seconds per example of a training step through loop.forward (compiled where compile=true)."""
+    def step():
+        p.net.train()
+        sgd_step(lambda v: loop.forward(p, "train", v), p.optimizer, x, y)
+    return median_time(step, p.device, reps) / x.shape[0]
+
+
+class CostProbe:
+    """f_sel, f+b and each scoring option's f_sel, timed on one fixed chunk once per round (so
+    they see the same load as the round's epochs); the tables use the medians over rounds."""
+
+    def __init__(self, trad: Parts, scorers: Dict[str, Parts], x: torch.Tensor, y: torch.Tensor, reps: int):
+        self.trad, self.scorers, self.x, self.y, self.reps = trad, scorers, x, y, reps
+        self.samples: List[Dict[str, float]] = []
+
+    def sample(self) -> Dict[str, float]:
+        p, x, y = self.trad, self.x, self.y
+        got = {"f_sel": f_sel(p, x, y, self.reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], self.reps)}
+        got.update({name: f_sel(q, x, y, self.reps) for name, q in self.scorers.items()})
+        self.samples.append(got)
+        return got
+
+    def median(self) -> Dict[str, float]:
+        return {k: statistics.median(s[k] for s in self.samples) for k in self.samples[0]}
+
+
+def build_scorers(configs: Dict[str, Config], trad: Parts, x: torch.Tensor, y: torch.Tensor, tmp: Path,
+                  log) -> Dict[str, Parts]:
+    """Parts for each scoring option (same data); an option the model cannot take (on the chunk
+    x, y) is left out."""
+    scorers = {}
+    for name, cfg in configs.items():
+        p = build(cfg, tmp / f"scoring_{name}", trad.device, data=trad.data)
+        try:
+            f_sel(p, x, y, 1)
+        except RuntimeError as err:     # a model with a fixed input size (mlp, linear) cannot score downsampled
+            log(f"scoring {name}: left out, {cfg.model.name} cannot score at scoring.scale={cfg.scoring.scale:g} "
+                f"({str(err).splitlines()[0][:120]})")
+            continue
+        scorers[name] = p
+    return scorers
 
 
 # --- reference loops -----------------------------------------------------------------------------
@@ -269,7 +302,8 @@ def count_syncs(v: Variant) -> Optional[int]:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     v.next_epoch += 1
-    return sum("synchroniz" in str(w.message) for w in caught)
+    counted = sum("synchroniz" in str(w.message) for w in caught)
+    return counted or None          # none counted: the debug mode did not report (never the loop's truth)
 
 
 def sync_share(syncs: Optional[int], plain: List[float], plain_synced: List[float], steps: int,
@@ -305,46 +339,26 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
     named.update({f"scoring {name}": base + QUIET + ["sampler=sb"] + [o.format(scale=opts.scale) for o in SCORING[name]]
                   for name in opts.scoring})
     configs = compose_configs(named)
-    trad_cfg = configs["traditional"]
-    device = resolve_device(trad_cfg.device)
+    device = resolve_device(configs["traditional"].device)
     with tempfile.TemporaryDirectory(prefix="sbrun-bench-") as tmp:
-        variants: Dict[str, Variant] = {}
-        data = None
-        for name, _, cycle in VARIANTS:
-            p = build(configs[name], Path(tmp) / name.replace(" ", "_"), device, data=data)
-            data = p.data            # every variant trains on the same loaded data
-            variants[name] = Variant(name, p, RunState.new(p.n, device, p.cfg.optim.lr), cycle)
+        variants = build_variants(configs, device, Path(tmp))
         trad = variants["traditional"].parts
-        env = environment(device)
-        info = {"device": str(device), "device_name": env["device_name"], "torch": torch.__version__,
-                "cuda": torch.version.cuda, "preset": opts.preset, "dataset": trad.cfg.dataset.name,
-                "model": trad.cfg.model.name, "n_train": trad.n, "batch_size": trad.cfg.batch_size,
-                "select_batch_size": trad.cfg.select_size, "precision": trad.effective["precision"],
-                "channels_last": trad.effective["channels_last"], "data_path": trad.effective["data_path"],
-                "compile": trad.cfg.compile, "load_before": load_before, "overrides": base}
+        info = describe(trad, opts.preset, base, load_before)
         log(f"device: {info['device_name']} | {trad.n} training examples | model {info['model']} | "
             f"data path {info['data_path']} | precision {info['precision']} | load {load_before}")
-        for v in variants.values():
-            if v.parts.compiled:
-                from .fit import warmup_compile
-                warmup_compile(v.parts, v.run)
         log("warm-up: one priming epoch per variant (not timed)")
-        for v in variants.values():
-            timed_epoch(v.parts, v.run, v.next_epoch)
-            v.next_epoch += 1
+        warm_up(variants)
 
         x, y = scoring_batch(trad)
-        costs = per_example_costs(trad, x, y, opts.cost_reps)
+        scorers = build_scorers({name: configs[f"scoring {name}"] for name in opts.scoring}, trad, x, y, Path(tmp), log)
+        probe = CostProbe(trad, scorers, x, y, opts.cost_reps)
+        costs = probe.sample()
         log(f"f_sel = {costs['f_sel'] * 1e6:.1f} us/example, f+b = {costs['fb'] * 1e6:.1f} us/example "
-            f"(ratio f+b / f_sel = {costs['fb'] / costs['f_sel']:.2f})")
+            f"(ratio f+b / f_sel = {costs['fb'] / costs['f_sel']:.2f}); scoring options: "
+            + ", ".join(f"{name} {costs[name] * 1e6:.1f}" for name in scorers))
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(out_dir / "costs.json", costs_record(costs, info, trad.cfg))
-        scoring = scoring_table({name: configs[f"scoring {name}"] for name in opts.scoring}, trad, x, y,
-                                opts.cost_reps, Path(tmp), log)
-        for name, row in scoring.items():
-            write_json(out_dir / f"costs_{name}.json", costs_record(
-                {"f_sel": row["f_sel_us"] / 1e6, "fb": costs["fb"]}, info, None,
-                {"scale": row["scale"], "precision": row["scoring_precision"]}))
+        info["cost_samples"] = 1
+        write_costs(out_dir, costs, scorers, info)
 
         syncs = count_syncs(variants["sb beta=2"])
         plain, loader = PlainLoop(trad), LoaderLoop(trad, opts.loader_workers)
@@ -355,6 +369,7 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
         for r in range(opts.repeats):
             for v in variants.values():
                 v.train()
+            probe.sample()
             refs["plain loop"].append(plain.epoch())
             refs["dataloader loop"].append(loader.epoch())
             if syncs is not None:
@@ -363,11 +378,13 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
                 [f"{n} {v.samples[-1]['epoch_s']:.2f}s" for n, v in variants.items()] +
                 [f"{n} {t[-1]:.2f}s" for n, t in refs.items() if t]))
             info["load_after"] = _load()
-            tables = {"bench": bench_table(variants, refs, costs, info, r + 1)}
-            tables["scoring"] = scoring_frame(scoring, variants, costs)
-            extra = sync_share(syncs, refs["plain loop"], refs["plain loop (sync/step)"], plain.steps,
-                               tables["bench"].set_index("variant").loc["sb beta=2", "epoch_s_median"])
-            write_tables(out_dir, tables, info, extra)
+            costs, info["cost_samples"] = probe.median(), len(probe.samples)
+            write_costs(out_dir, costs, scorers, info)
+            tables = {"bench": bench_table(variants, refs, costs, info, r + 1),
+                      "scoring": scoring_frame(scorers, variants, costs)}
+            sb2 = tables["bench"].set_index("variant").loc["sb beta=2", "epoch_s_median"]
+            write_tables(out_dir, tables, info,
+                         sync_share(syncs, refs["plain loop"], refs["plain loop (sync/step)"], plain.steps, sb2))
             if opts.time_limit_s is not None and time.perf_counter() - t_start > opts.time_limit_s \
                     and r + 1 < opts.repeats:
                 log(f"time limit of {opts.time_limit_s:g} s reached: {r + 1} of {opts.repeats} rounds done")
@@ -375,40 +392,51 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
     return tables
 
 
-def scoring_table(configs: Dict[str, Config], trad: Parts, x: torch.Tensor, y: torch.Tensor, reps: int,
-                  tmp: Path, log) -> Dict[str, dict]:
-    """f_sel of each scoring option, on the same chunk, with the model built for that option."""
-    rows = {}
-    for name, cfg in configs.items():
-        p = build(cfg, tmp / f"scoring_{name}", trad.device, data=trad.data)
-        try:
-            seconds = f_sel(p, x.contiguous(memory_format=p.memory_format), y, reps)
-        except RuntimeError as err:     # a model with a fixed input size (mlp, linear) cannot score downsampled
-            log(f"scoring {name}: skipped, {cfg.model.name} cannot score at scoring.scale={cfg.scoring.scale:g} "
-                f"({str(err).splitlines()[0][:120]})")
-            continue
-        rows[name] = {"option": name, "scale": cfg.scoring.scale, "scoring_precision": p.effective["scoring_precision"],
-                      "f_sel_us": seconds * 1e6}
-        log(f"scoring {name}: f_sel = {rows[name]['f_sel_us']:.1f} us/example")
-    return rows
+def build_variants(configs: Dict[str, Config], device: torch.device, tmp: Path) -> Dict[str, Variant]:
+    variants, data = {}, None
+    for name, _, cycle in VARIANTS:
+        p = build(configs[name], tmp / name.replace(" ", "_"), device, data=data)
+        data = p.data            # every variant trains on the same loaded data
+        variants[name] = Variant(name, p, RunState.new(p.n, device, p.cfg.optim.lr), cycle)
+    return variants
 
 
-def scoring_frame(rows: Dict[str, dict], variants: Dict[str, Variant], costs: Dict[str, float]) -> pd.DataFrame:
+def warm_up(variants: Dict[str, Variant]) -> None:
+    """Compiled graphs (compile=true) and one untimed priming epoch per variant."""
+    from .fit import warmup_compile
+
+    for v in variants.values():
+        warmup_compile(v.parts, v.run)        # a no-op without compile=true
+        timed_epoch(v.parts, v.run, v.next_epoch)
+        v.next_epoch += 1
+
+
+def describe(p: Parts, preset: str, base: List[str], load_before: str) -> dict:
+    """Where and on what the bench measured (costs.json, the table's footnote)."""
+    return {"device": str(p.device), "device_name": p.environment["device_name"], "torch": torch.__version__,
+            "cuda": torch.version.cuda, "preset": preset, "dataset": p.cfg.dataset.name, "model": p.cfg.model.name,
+            "n_train": p.n, "batch_size": p.cfg.batch_size, "select_batch_size": p.cfg.select_size,
+            "precision": p.effective["precision"], "channels_last": p.effective["channels_last"],
+            "data_path": p.effective["data_path"], "compile": p.cfg.compile,
+            "scoring": {"scale": p.cfg.scoring.scale, "precision": p.effective["scoring_precision"]},
+            "load_before": load_before, "overrides": base}
+
+
+def scoring_frame(scorers: Dict[str, Parts], variants: Dict[str, Variant], costs: Dict[str, float]) -> pd.DataFrame:
     """Each option's f_sel against fp32 at full scale, and the cost-model bound it allows for SB
     beta=2 and Stale-SB n=3 (at their measured backprop fractions)."""
-    if not rows:
+    if not scorers:
         return pd.DataFrame()
     fb = costs["fb"]
     fracs = {name: statistics.median(s["frac"] for s in variants[name].samples) if variants[name].samples
              else expected_fraction(2.0) for name in ("sb beta=2", "stale_sb n=3")}
-    ref = rows["fp32"]["f_sel_us"] if "fp32" in rows else costs["f_sel"] * 1e6
-    out = []
-    for row in rows.values():
-        fsel = row["f_sel_us"] / 1e6
-        out.append({**row, "vs_fp32": row["f_sel_us"] / ref, "fb_us": fb * 1e6,
-                    "bound_sb2": cost_model_speedup(fsel, fb, fracs["sb beta=2"], 1),
-                    "bound_stale3": cost_model_speedup(fsel, fb, fracs["stale_sb n=3"], 3)})
-    return pd.DataFrame(out)
+    ref = costs.get("fp32", costs["f_sel"])
+    return pd.DataFrame([{"option": name, "scale": p.cfg.scoring.scale,
+                          "scoring_precision": p.effective["scoring_precision"], "f_sel_us": costs[name] * 1e6,
+                          "vs_fp32": costs[name] / ref, "fb_us": fb * 1e6,
+                          "bound_sb2": cost_model_speedup(costs[name], fb, fracs["sb beta=2"], 1),
+                          "bound_stale3": cost_model_speedup(costs[name], fb, fracs["stale_sb n=3"], 3)}
+                         for name, p in scorers.items()])
 
 
 def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], costs: Dict[str, float],
@@ -442,13 +470,19 @@ def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], cost
     return df
 
 
-def costs_record(costs: Dict[str, float], info: dict, cfg: Optional[Config], scoring: Optional[dict] = None) -> dict:
-    """What costs.json holds: per-example seconds for `budget.costs`, and where they were measured."""
+def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts], info: dict) -> None:
+    """costs.json (the configured scoring) and costs_<option>.json per scoring option: the per-example
+    seconds `budget.costs` reads (f_sel, fb), and where they were measured."""
     keep = ("device", "device_name", "torch", "cuda", "preset", "dataset", "model", "n_train", "batch_size",
-            "select_batch_size", "precision", "channels_last", "data_path", "compile")
-    scoring = scoring or {"scale": cfg.scoring.scale, "precision": cfg.scoring.precision}
-    return {"f_sel": costs["f_sel"], "fb": costs["fb"], "unit": "seconds per example", "scoring": scoring,
-            **{k: info[k] for k in keep}}
+            "select_batch_size", "precision", "channels_last", "data_path", "compile", "cost_samples")
+    where = {k: info[k] for k in keep if k in info}
+    files = {"costs.json": (costs["f_sel"], info["scoring"])}
+    files.update({f"costs_{name}.json": (costs[name], {"scale": p.cfg.scoring.scale,
+                                                       "precision": p.effective["scoring_precision"]})
+                  for name, p in scorers.items()})
+    for file, (select, scoring) in files.items():
+        write_json(out_dir / file, {"f_sel": select, "fb": costs["fb"], "unit": "seconds per example",
+                                    "scoring": scoring, **where})
 
 
 def write_tables(out_dir: Path, tables: Dict[str, pd.DataFrame], info: dict, sync_info: Dict[str, float]) -> None:
@@ -482,15 +516,15 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
     first = df.iloc[0]
     info = info or {}
     lines += ["", f"Device: {first['device']}; f_sel = {first['f_sel_us']:.1f} us/example, "
-                  f"f+b = {first['fb_us']:.1f} us/example; peak memory {first['peak_memory']}; "
-                  f"{int(first['repeats'])} interleaved rounds."]
+                  f"f+b = {first['fb_us']:.1f} us/example (medians of {info.get('cost_samples', 1)} timings, one per "
+                  f"round and one before); peak memory {first['peak_memory']}; {int(first['repeats'])} interleaved rounds."]
     if info:
         lines.append(f"Setup: {info['dataset']} ({info['n_train']} examples), {info['model']}, batch "
                      f"{info['batch_size']}, precision {info['precision']}, channels_last {info['channels_last']}, "
                      f"data path {info['data_path']}, torch {info['torch']}"
                      + (f", CUDA {info['cuda']}" if info.get("cuda") else "")
                      + f"; load average before {info['load_before']}, after {info.get('load_after', '?')}.")
-    lines += ["", *goals(df, sync_info or {})]
+    lines += ["", *goals(df, sync_info or {}, str(info.get("device", "cpu")))]
     if scoring is not None and not scoring.empty:
         lines += ["", "Scoring options (f_sel per example; cost-model bound at the measured backprop fractions):", ""]
         lines += _md_table(scoring, [("option", "option", "{}"), ("scale", "scoring.scale", "{:g}"),
@@ -501,7 +535,7 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
     return "\n".join(lines) + "\n"
 
 
-def goals(df: pd.DataFrame, sync_info: Dict[str, float]) -> List[str]:
+def goals(df: pd.DataFrame, sync_info: Dict[str, float], device: str) -> List[str]:
     """The README's performance targets, read off the table."""
     t = df.set_index("variant")
     trad = t.loc["traditional"]
@@ -520,6 +554,8 @@ def goals(df: pd.DataFrame, sync_info: Dict[str, float]) -> List[str]:
         out.append(f"- per-chunk host sync: {sync_info['syncs_per_epoch']} syncs per SB beta=2 epoch x "
                    f"{sync_info['sync_cost_us']:.0f} us each (the plain loop's extra time per step when it syncs "
                    f"after every step) = {sync_info['sync_share']:.1%} of the epoch")
+    elif device.startswith("cuda"):
+        out.append("- per-chunk host sync: not measured (CUDA's sync debug mode reported no sync)")
     else:
         out.append("- per-chunk host sync: not measured (CPU: every operation is synchronous, a sync drains "
                    "no queue)")
@@ -585,8 +621,9 @@ def main(argv=None) -> None:
         raise SystemExit(2) from None
     print()
     print((args.out / "bench.md").read_text())
-    written = ["bench.csv", "bench.md", "costs.json"] + (["scoring.csv"] if not tables["scoring"].empty else [])
-    print("written: " + ", ".join(str(args.out / f) for f in written))
+    options = list(tables["scoring"]["option"]) if not tables["scoring"].empty else []
+    written = ["bench.csv", "bench.md", "costs.json"] + (["scoring.csv"] if options else [])
+    print(f"written in {args.out}: " + ", ".join(written + [f"costs_{o}.json" for o in options]))
 
 
 def _positive(kind, zero: bool = False):

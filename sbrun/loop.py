@@ -213,14 +213,19 @@ def forward(p, kind: str, x: torch.Tensor) -> torch.Tensor:
 
 
 def score(p, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example losses of a scoring forward, without gradients: in eval mode (the SB authors),
-    or in train mode (`selection_forward=train`, Composer and RHO-LOSS), where batch-norm running
-    statistics update on every scored example and dropout is on."""
+    """Per-example losses of a scoring forward (see `scoring_logits`)."""
+    return F.cross_entropy(scoring_logits(p, x).float(), y, reduction="none")
+
+
+def scoring_logits(p, x: torch.Tensor) -> torch.Tensor:
+    """A scoring forward without gradients: in eval mode (the SB authors), or in train mode
+    (`selection_forward=train`, Composer, RHO-LOSS, KAKURENBO), where batch-norm running
+    statistics update on every scored example and dropout is on; at `scoring.scale` and
+    `scoring.precision`."""
     train_mode = p.cfg.selection_forward == "train"
     p.model.train(train_mode)
     with (torch.no_grad() if train_mode else torch.inference_mode()):
-        out = forward(p, "select", downsample(x, p.cfg.scoring.scale))
-    return F.cross_entropy(out.float(), y, reduction="none")
+        return forward(p, "select", downsample(x, p.cfg.scoring.scale))
 
 
 def downsample(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -288,24 +293,26 @@ def observe(p, idx: torch.Tensor, losses: torch.Tensor, logits: torch.Tensor, la
 
 def rescore(p, run: RunState, ep: EpochState) -> None:
     """Forward-only passes the sampler asks for at the end of the epoch (KAKURENBO's hidden
-    examples), counted as scoring forwards."""
+    examples), counted as scoring forwards. Every rank walks as many parts as the rank with the
+    most, so the gathering in `observe` pairs up."""
     idx = p.sampler.rescore(ep.epoch)
     if idx is None:
         return
     idx = idx.to(p.device)
     if p.dist.active:
         idx = idx[idx % p.dist.world == p.dist.rank]     # this rank's shard (examples rank, rank+N, ...)
-    counts = p.dist.gather_ints([idx.numel()])
+    counts = [c for c, in p.dist.gather_ints([idx.numel()])]
+    parts = max(math.ceil(c / p.chunk) for c in counts)
     with p.timer.phase("select_fwd"):
-        for part in idx.split(p.chunk):
+        for i in range(parts):
+            part = idx[i * p.chunk:(i + 1) * p.chunk]
             x, y = p.stream.fetch(part)
-            p.model.eval()
-            with torch.inference_mode():
-                out = forward(p, "select", x)
-            losses = F.cross_entropy(out.float(), y, reduction="none")
+            logits = scoring_logits(p, x).float() if part.numel() else \
+                torch.empty(0, p.data.spec.num_classes, device=p.device)
+            losses = F.cross_entropy(logits, y, reduction="none")
             run.last_loss[part] = losses
-            observe(p, part, losses, out.float(), y, trained=False)
-    ep.select_forwards += sum(c for c, in counts)
+            observe(p, part, losses, logits, y, trained=False)
+    ep.select_forwards += sum(counts)
 
 
 def check_finite(p, ep: EpochState) -> None:

@@ -42,13 +42,21 @@ def find_runs(paths: Iterable[Path | str]) -> List[Path]:
             raise NoRunsError(f"{p} does not exist; allowed: a run or multirun directory")
         if not p.is_dir():
             raise NoRunsError(f"{p} is not a directory; allowed: a run or multirun directory")
-        hits = [p] if (p / records.SUMMARY).exists() else sorted(
+        hits = [p] if (p / records.SUMMARY).exists() else outermost(
             s.parent for s in p.rglob(records.SUMMARY) if "ckpt" not in s.parts)
         if not hits:
             raise NoRunsError(f"{p} holds no sbrun runs (no {records.SUMMARY} at or below it); allowed: a "
                               f"run or multirun directory written by sbrun")
         found += hits
     return sorted(set(found))
+
+
+def outermost(dirs: Iterable[Path]) -> List[Path]:
+    """Run directories that are not inside another run directory: a sampler's own sub-run
+    (RHO-LOSS's irreducible-loss model in <run>/irreducible/) belongs to its run, not the sweep."""
+    dirs = sorted(set(dirs))
+    found = set(dirs)
+    return [d for d in dirs if not any(a in found for a in d.parents)]
 
 
 def _first_line(err: Exception) -> str:

@@ -71,7 +71,7 @@ environment() {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(hostname)"
   echo "git: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //') x $(nproc)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //') x $(nproc --all)"
   "$PYTHON" - <<'EOF'
 import platform, torch
 print(f"python: {platform.python_version()}")
@@ -99,13 +99,13 @@ if [ "$HAS_CUDA" != 1 ]; then
 fi
 
 # --- the GPU tests -------------------------------------------------------------------------------
-run pytest 180 300 "$OUT/pytest-gpu.log" \
+run pytest 200 280 "$OUT/pytest-gpu.log" \
   "$PYTHON" -m pytest -m gpu tests/test_gpu.py -q -rs -p no:cacheprovider --junitxml="$OUT/pytest-gpu.xml"
 
 # --- the benchmark -------------------------------------------------------------------------------
 if [ "$HAS_CUDA" = 1 ]; then
   # Rounds stop after 120 s (the tables keep every finished round); the rest is set-up and warm-up.
-  run bench 220 80 "$OUT/bench.log" \
+  run bench 210 70 "$OUT/bench.log" \
     "$PYTHON" -m sbrun.bench --preset gpu --repeats 3 --time-limit 120 --out "$OUT/bench"
 else
   skip bench "no CUDA GPU (sbrun-bench --preset gpu)"
@@ -136,12 +136,12 @@ EOF
 if [ "$HAS_CUDA" = 1 ]; then
   mkdir -p "$OUT/torchrun"
   export -f nccl_smoke
-  run torchrun 55 25 "$OUT/torchrun/sbrun.log" \
+  run torchrun 50 20 "$OUT/torchrun/sbrun.log" \
     "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=1 -m sbrun \
       dataset=synthetic dataset.channels=3 dataset.image_size=32 dataset.n_train=8192 dataset.n_test=1024 \
       dataset.mean=[0.5,0.5,0.5] dataset.std=[0.25,0.25,0.25] model=cnn sampler=sb epochs=2 device=cuda \
       plots=false progress=off out_dir="$OUT/torchrun" name=sbrun
-  run nccl 25 0 "$OUT/torchrun/nccl.log" nccl_smoke
+  run nccl 20 0 "$OUT/torchrun/nccl.log" nccl_smoke
 else
   skip torchrun "no CUDA GPU (1-process torchrun on cuda)"
   skip nccl "no CUDA GPU (NCCL needs one)"

@@ -154,3 +154,12 @@ def test_gpu_check_runs_its_cpu_parts_without_a_gpu(tmp_path):
     smoke = pd.read_csv(out / "bench-smoke" / "bench.csv")
     assert set(VARIANTS) <= set(smoke["variant"]) and (smoke["epoch_s_median"] > 0).all()
     assert json.loads((out / "bench-smoke" / "costs.json").read_text())["fb"] > 0
+
+
+def test_the_sync_share_is_syncs_times_the_price_of_one():
+    # 100 syncs per SB epoch of 2 s; the plain loop's 50 steps take 1.5 s instead of 1.0 s when it
+    # syncs after each: 10 ms per sync, so 100 x 10 ms = 1 s = half the epoch.
+    got = bench.sync_share(100, [1.0, 1.2, 0.9], [1.4, 1.5, 1.6], 50, 2.0)
+    assert got["sync_cost_us"] == pytest.approx(10_000) and got["sync_share"] == pytest.approx(0.5)
+    assert bench.sync_share(None, [1.0], [], 50, 2.0) == {}          # a CPU: nothing to price
+    assert bench.sync_share(100, [1.0], [0.9], 50, 2.0)["sync_share"] == 0.0   # noise never goes negative

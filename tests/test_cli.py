@@ -91,7 +91,8 @@ def test_device_cuda_without_gpu(tmp_path):
 
 
 def test_every_sampler_runs_in_one_sweep(tmp_path):
-    samplers = ["traditional", "sb", "stale_sb", "random", "kath18", "topk", "composer", "rho", "infobatch", "kakurenbo"]
+    samplers = ["traditional", "sb", "stale_sb", "random", "kath18", "topk", "composer", "rho", "infobatch",
+                "kakurenbo"]
     res = run_sbrun("-m", f"sampler={','.join(samplers)}", f"out_dir={tmp_path}", *FAST)
     assert res.returncode == 0, res.stderr
     sweep = next((tmp_path / "multirun").iterdir())

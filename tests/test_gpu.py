@@ -43,7 +43,8 @@ DATA = ["dataset=synthetic", "dataset.channels=3", "dataset.image_size=16", "dat
         "dataset.n_train=4096", "dataset.n_test=1024", "dataset.mean=[0.5,0.5,0.5]", "dataset.std=[0.25,0.25,0.25]"]
 RUN = DATA + ["model=cnn", "model.width=16", "batch_size=128", "epochs=3", "sampler=sb", "optim.lr=0.05",
               f"device={DEVICE}", "plots=false", "progress=off", "loss_snapshots=0", "extremes=0", "data_path=tensor"]
-AUGMENT = ["dataset.crop_padding=2", "dataset.flip=true", "dataset.cutout=4"]   # device generators in play
+AUGMENT = ["dataset.flip=true", "dataset.cutout=4"]   # draws from the device generators (crop+flip+cutout
+# together leave this RUN at chance after 3 epochs: measured 0.26; flip+cutout reaches 0.82)
 CHANCE = 0.25
 
 # Without deterministic kernels two runs take different SGD paths, so they agree only as two seeds
@@ -175,9 +176,8 @@ def test_phase_times_add_up_to_the_epoch(tmp_path):
     assert abs(out["total"] - wall) <= 0.05 * wall + 0.02
 
 
-def test_metrics_time_columns_add_up(tmp_path):
-    run = train(tmp_path, "run")
-    m = pd.read_csv(run / "metrics.csv")
+def test_metrics_time_columns_add_up(repeated):
+    m = pd.read_csv(repeated[1] / "metrics.csv")
     parts = m["time_select_fwd_s"] + m["time_train_fwd_s"] + m["time_backward_s"] + m["time_other_s"]
     assert (parts - m["epoch_time_s"]).abs().max() <= 1e-6 * m["epoch_time_s"].max() + 1e-9
     assert (m["time_data_s"] + m["time_bookkeeping_s"] <= m["time_other_s"] + 1e-9).all()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_sbrun
+from conftest import run_sbrun
 from sbrun.samplers import Ctx, Observation, SamplerEnv, rules
 from sbrun.samplers.infobatch import InfoBatchConfig
 from sbrun.samplers.kakurenbo import KakurenboConfig

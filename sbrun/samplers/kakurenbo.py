@@ -7,7 +7,7 @@ facts only); the code is ours.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import ClassVar, Dict, List, Optional
 
 import torch
 
@@ -25,6 +25,8 @@ class KakurenboConfig(SamplerConfig):
     tau: float = 0.7                       # hide only predictions correct with softmax confidence >= tau
     decay_at: Optional[List[float]] = None  # where F_e steps down; null = the lr schedule's drops (epochs)
     lr_scale: str = "fraction"             # lr x 1/(1 - F_e) | x 1/(1 - hidden share) | none
+    # its end-of-epoch forward over hidden examples follows selection_forward (the reference: train mode)
+    scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
