@@ -118,7 +118,7 @@ def summary(p, run: RunState, status: str, **extra) -> Dict:
         "total_backprops": run.rows[-1]["backprops"] if run.rows else 0,
         "total_select_forwards": run.rows[-1]["select_forwards"] if run.rows else 0,
         "total_steps": run.rows[-1]["steps"] if run.rows else 0,
-        "total_work": run.rows[-1]["work"] if run.rows else 0.0,
+        "total_work": run.rows[-1]["work"] if run.rows else run.totals["extra_work"],
         "train_time_s": run.rows[-1]["train_time_s"] if run.rows else 0.0,
         "wall_time_s": run.rows[-1]["wall_time_s"] if run.rows else 0.0,
         "compile_warmup_s": p.compile_warmup_s,

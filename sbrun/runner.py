@@ -84,6 +84,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         if latest is not None:
             run, ep = run_state.restore(parts, ckpt.load(latest))
             log.info("resuming %s from %s", run_dir, latest.name)
+        if latest is None:     # a stop during the sampler's first phase leaves a run `resume=` continues
+            outputs.write_summary(parts, run, records.RUNNING)
         parts.prepared = parts.sampler.prepare(parts)
         if latest is None:      # a restored run's totals already hold the first phase's work
             run.totals["extra_work"] = float(parts.prepared.get("extra_work", 0.0))

@@ -6,9 +6,10 @@
 #   torchrun/          a 1-process torchrun run of sbrun on the GPU, and an NCCL smoke test
 #   summary.txt        one line per step: ok / FAILED / TIMED OUT / SKIPPED, with its time
 # It finishes within 9 minutes on one H100: every step runs under `timeout`, inside one overall
-# deadline (GPU_CHECK_SECONDS, default 500; each step may overrun by a 5 s kill grace). Without CUDA it runs the CPU-safe parts
-# (environment, collecting the GPU tests, which all skip, and a seconds-long bench smoke run),
-# says which GPU parts it skipped, and exits 0, so CI can check that it does not rot.
+# deadline (GPU_CHECK_SECONDS, default 500 s; a step may overrun it by a 5 s kill grace).
+# Without CUDA it runs the CPU-safe parts (environment, collecting the GPU tests, which all skip,
+# and a seconds-long bench smoke run), says which GPU parts it skipped, and exits 0, so CI can
+# check that it does not rot.
 # Exit status: 0 when every step that ran passed, 1 otherwise, 2 on bad usage.
 #
 # usage: bash scripts/gpu_check.sh OUT_DIR        (PYTHON=... picks the interpreter)

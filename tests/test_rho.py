@@ -212,3 +212,12 @@ def test_sigkill_in_the_main_phase_resumes_exactly_without_retraining_the_irredu
     assert "resuming" in resumed.stdout and "phase 1:" not in resumed.stdout
     assert cache.stat().st_mtime_ns == mtime                         # read, not recomputed
     assert_same_rho_run(run, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_work_budget_the_phase_uses_up_says_so_and_trains_nothing(tmp_path):
+    res = run_sbrun(*DIGITS, "budget.unit=work", "budget.amount=1.0", f"out_dir={tmp_path}")
+    assert res.returncode == 0, res.stderr
+    assert "the main model will not train" in res.stdout + res.stderr
+    summary = json.loads((only_run(tmp_path) / "summary.json").read_text())
+    assert summary["epochs_completed"] == 0 and summary["prepare_extra_work"] > 1.0

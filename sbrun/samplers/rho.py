@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, ClassVar, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +49,8 @@ class RhoConfig(SamplerConfig):
     model: Optional[Dict[str, Any]] = None   # its model node (_target_ + keys); null = the run's model
     clean_holdout: bool = False  # train it on the holdout's true labels (a clean holdout)
     prime_epochs: int = 0
+
+    scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
