@@ -97,7 +97,10 @@ def run_params(cfg) -> Dict:
             "budget_unit": b.unit if b.amount is not None else None, "budget_amount": b.amount,
             # selection_forward only where the sampler runs scoring forwards at all
             "selection_forward": cfg.selection_forward if cfg.sampler.scores else None,
-            "bn_recalibrate": cfg.bn_recalibrate}
+            "bn_recalibrate": cfg.bn_recalibrate,
+            # a cheaper scoring forward, recorded only where it applies and differs from full cost
+            "scoring_scale": cfg.scoring.scale if cfg.sampler.scores and cfg.scoring.scale != 1.0 else None,
+            "scoring_precision": "bf16" if cfg.sampler.scores and cfg.scoring.precision == "bf16" else None}
 
 
 def summary(p, run: RunState, status: str, **extra) -> Dict:
