@@ -6,6 +6,7 @@ that cannot be built is one ConfigError or DataError line, raised before any tra
 from __future__ import annotations
 
 import dataclasses
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,11 +99,16 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     dist = dist or Collective.single()
     # Rank 0 keeps the run seed, so a 1-process run is unchanged; DDP copies rank 0's weights.
     seed_globals(cfg.seed if dist.rank == 0 else derive_seed(cfg.seed, "rank", dist.rank))
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.deterministic:      # cuBLAS needs a fixed workspace for deterministic matmuls on CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # set both ways: a process that runs several jobs (a local sweep) must not keep the last one's
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     data = data if data is not None else load_data(cfg, device)
     spec = data.spec
-    model = build_model(cfg, spec).to(device)
+    model = build_model(cfg, spec)
+    if cfg.scoring.scale < 1 and cfg.sampler.scores:
+        check_scaled_input(model, spec, cfg)
+    model = model.to(device)
     conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     memory_format = torch.channels_last if conv and cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -233,17 +239,30 @@ def build_model(cfg: Config, spec: DatasetConfig) -> nn.Module:
     return model
 
 
-def check_output(model: nn.Module, spec: DatasetConfig, target: str) -> None:
+def check_scaled_input(model: nn.Module, spec: DatasetConfig, cfg: Config) -> None:
+    """scoring.scale < 1 feeds the scoring forward smaller images: the model must take them."""
+    from .loop import downsample
+
+    side = downsample(torch.zeros(1, spec.channels, spec.image_size, spec.image_size), cfg.scoring.scale).shape[-1]
+    try:
+        check_output(model, spec, cfg.model.target, side)
+    except ConfigError:
+        raise ConfigError(f"scoring.scale={cfg.scoring.scale:g} is invalid for model={cfg.model.name}: it cannot take "
+                          f"the {side}x{side} scoring inputs; allowed: 1.0, or a model that takes any input size "
+                          f"(e.g. convolutional with adaptive pooling)") from None
+
+
+def check_output(model: nn.Module, spec: DatasetConfig, target: str, side: Optional[int] = None) -> None:
     """One forward of two blank images in eval mode (no state changes): logits must be (2, K)."""
-    x = torch.zeros(2, spec.channels, spec.image_size, spec.image_size)
+    side = side or spec.image_size
+    x = torch.zeros(2, spec.channels, side, side)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as err:
-        raise ConfigError(f"model._target_={target} cannot take ({spec.channels}, {spec.image_size}, "
-                          f"{spec.image_size}) images ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+        raise ConfigError(f"model._target_={target} cannot take ({spec.channels}, {side}, {side}) images ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
                           f"allowed: a model for the dataset's image shape") from None
     finally:
         model.train(was_training)

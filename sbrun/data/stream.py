@@ -72,7 +72,9 @@ class TensorStream:
         return self.shard.numel()
 
     def start_epoch(self, epoch: int) -> None:
-        self._order_gen = generator(self.device, self.seed, "order", epoch)
+        # the order is drawn on the CPU on every device and path, so a GPU run visits examples in
+        # the same order as a CPU run and as the DataLoader path
+        self._order_gen = generator("cpu", self.seed, "order", epoch)
         self._aug_gen = generator(self.device, self.seed, "augment", epoch)
 
     def generator_state(self) -> Optional[torch.Tensor]:
@@ -100,7 +102,7 @@ class TensorStream:
 def epoch_order(shard: torch.Tensor, gen: torch.Generator, visit: Optional[torch.Tensor]) -> torch.Tensor:
     """The shard in this epoch's seeded order, without the examples `visit` leaves out (the
     permutation is drawn over the whole shard either way, so pruning never reshuffles the rest)."""
-    order = shard[torch.randperm(shard.numel(), generator=gen, device=shard.device)]
+    order = shard[torch.randperm(shard.numel(), generator=gen).to(shard.device)]
     return order if visit is None else order[visit.to(order.device)[order]]
 
 
