@@ -114,3 +114,18 @@ def test_local_parallel_sweep_completes_and_merges(tmp_path):
     assert res.returncode == 0, res.stderr
     runs = pd.read_csv(tmp_path / "multirun" / "par" / "runs.csv")
     assert sorted(runs["sampler"].unique()) == ["sb", "traditional"] and len(runs) == 6
+
+
+@pytest.mark.slow
+def test_pruning_samplers_keep_both_ranks_in_lockstep(tmp_path):
+    """InfoBatch and KAKURENBO gather every rank's observations, and KAKURENBO re-scores its hidden
+    examples at each epoch's end in parts of select_batch_size: with small parts the ranks hold
+    different numbers of them, and must still pair every collective (this hung before)."""
+    args = [o for o in TINY if not o.startswith("model")] + ["model=linear", "epochs=3", "batch_size=32",
+                                                           "select_batch_size=8", "sampler.prime_epochs=0"]
+    for sampler in ("kakurenbo", "infobatch"):
+        res = torchrun("-m", "sbrun", *args, f"sampler={sampler}", f"out_dir={tmp_path}", f"name={sampler}",
+                       timeout=180)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        df = pd.read_csv(tmp_path / "runs" / sampler / "metrics.csv")
+        assert list(df["epoch"]) == [1, 2, 3] and df["backprop_frac"].iloc[-1] < 1.0

@@ -1,6 +1,7 @@
 """Bring your own model and data: a model class from a file in the current directory, images
 from an .npz, from an image folder and from a user's dataset class, end to end through `sbrun`."""
 import json
+import sys
 import textwrap
 
 import numpy as np
@@ -61,6 +62,8 @@ def workdir(tmp_path, monkeypatch):
             return {"x_train": xa, "y_train": ya, "x_test": xb, "y_test": yb}
         '''))
     monkeypatch.chdir(tmp_path)
+    for name in [m for m in sys.modules if m == "my_pkg" or m.startswith("my_pkg.")]:
+        monkeypatch.delitem(sys.modules, name)      # a previous test's package, from its own folder
     return tmp_path
 
 
@@ -164,3 +167,40 @@ def test_the_runner_and_the_public_rule_choose_the_same_examples():
         ctx = Ctx(epoch=1, batch=b, progress=0.5, generator=g, idx=torch.arange(64))
         picked = runner.select(losses, ctx).pos
         assert torch.equal(picked, mine.select(losses).nonzero().squeeze(1))
+
+
+PROBE = '''
+import torch, torch.nn as nn
+
+SEEN = {"train": set(), "eval": set()}
+
+class Probe(nn.Module):
+    """Records, per mode, whether each forward ran under CPU bf16 autocast."""
+    def __init__(self, num_classes, in_channels, image_size):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, 4, 3, padding=1)
+        self.head = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        if x.shape[0] != 2:     # not sbrun's two-image check of the output shape
+            SEEN["train" if self.training else "eval"].add(torch.is_autocast_enabled("cpu"))
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        return self.head(self.conv(x).mean((2, 3)))
+'''
+
+
+@pytest.mark.parametrize("args,train_bf16,eval_bf16", [
+    (["precision=bf16"], {True}, {True}),
+    (["scoring.precision=bf16"], {False}, {True, False}),     # scoring in bf16, evaluation in fp32
+    ([], {False}, {False}),
+])
+def test_bf16_and_channels_last_run_on_the_cpu(workdir, monkeypatch, args, train_bf16, eval_bf16):
+    (workdir / "my_pkg" / "probe.py").write_text(PROBE)
+    monkeypatch.syspath_prepend(str(workdir))
+    import importlib
+    import my_pkg.probe as probe
+    importlib.reload(probe)
+    res = run_sbrun("model._target_=my_pkg.probe.Probe", "sampler=sb", "epochs=2", "dataset.subset=256",
+                    "plots=false", *args, "out_dir=out")
+    assert res.returncode == 0, res.stderr
+    assert probe.SEEN["train"] == train_bf16 and probe.SEEN["eval"] == eval_bf16
