@@ -27,6 +27,9 @@ RUNS = {
     "trad_noisy": ["sampler=traditional", "label_noise=0.2"],
     "sb_noisy": ["sampler=sb", "label_noise=0.2"],
 }
+# The budget figure's own runs: one configuration at two work budgets.
+BUDGET_RUNS = {"sb_work1": ["sampler=sb", "budget.unit=work", "budget.amount=1.5", "schedule=linear"],
+               "sb_work2": ["sampler=sb", "budget.unit=work", "budget.amount=2.5", "schedule=linear"]}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,14 @@ def runs(sweep) -> pd.DataFrame:
     return data.prepare(data.attach_overrides(merge.merge_runs([sweep])))
 
 
+@pytest.fixture(scope="module")
+def budget_runs(tmp_path_factory) -> pd.DataFrame:
+    root = tmp_path_factory.mktemp("budgets")
+    for name, overrides in BUDGET_RUNS.items():
+        train(make_config(TINY + overrides), root / name)
+    return data.prepare(data.attach_overrides(merge.merge_runs([root])))
+
+
 def assert_png(path: Path) -> None:
     assert path.exists(), path
     blob = path.read_bytes()
@@ -50,8 +61,9 @@ def assert_png(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", list(report.FIGURES))
-def test_every_figure_writes_a_png(name, runs, tmp_path):
-    written = report.FIGURES[name](runs, tmp_path, ("png",))
+def test_every_figure_writes_a_png(name, runs, tmp_path, request):
+    df = request.getfixturevalue("budget_runs") if name == "budget" else runs
+    written = report.FIGURES[name](df, tmp_path, ("png",))
     assert written, name
     for path in written:
         assert path.suffix == ".png" and path.parent == tmp_path
@@ -72,7 +84,7 @@ def test_figures_without_their_data_are_skipped_with_a_reason(runs, tmp_path):
         with pytest.raises(NotSupported, match="needs"):
             report.FIGURES[fig](plain, tmp_path, ("png",))
     result = report.make_all(plain, tmp_path / "out", ("png",))
-    assert {n.split(":")[0] for n in result.skipped} == {"staleness", "label_noise", "selectivity"}
+    assert {n.split(":")[0] for n in result.skipped} == {"staleness", "label_noise", "selectivity", "budget"}
     assert not result.failed
     assert tmp_path / "out" / "time_to_accuracy.png" in result.written
 

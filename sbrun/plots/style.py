@@ -120,8 +120,10 @@ def config_labels(configs, within: str | None = None) -> Dict[str, str]:
         for _, part in configs.groupby(within, sort=False):
             out.update(config_labels(part))
         return out
+    # a key is named where it takes two or more values; one that only some configurations have
+    # (selection_forward is recorded for scoring samplers only) is not a difference by itself
     varying = [(c, p) for c, p in label_columns(configs)
-               if c in configs.columns and configs[c].map(_value).nunique() > 1]
+               if c in configs.columns and configs[c][configs[c].map(_present)].map(_value).nunique() > 1]
     out = {}
     for _, row in configs.iterrows():
         extras = [e for e in (_extra(c, p, row[c]) for c, p in varying) if e]
