@@ -141,7 +141,7 @@ def test_bad_input_with_an_extra_config_dir_is_checked_before_anything_runs(tmp_
     ("+foo=1", "foo is not a config key; allowed:"),
     ("betta=2", "betta is not a config key; allowed:"),
     ("schedule.milestones=abc", "schedule.milestones=abc is invalid; allowed: a list"),
-    ("sampler.keep=0.5", "sampler.keep has no effect with sampler=sb; allowed: beta, history"),
+    ("sampler.keep=0.5", "sampler.keep has no effect with sampler=sb; allowed: beta, cadence"),
 ])
 def test_messages_name_the_key_and_what_is_allowed(tmp_path, override, expected):
     res = run_sbrun(override, f"out_dir={tmp_path}")
