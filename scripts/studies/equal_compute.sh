@@ -9,3 +9,6 @@ sweep equal_compute sampler=traditional,sb,stale_sb,random beta=2 schedule=linea
       budget.amount=2.5,5,10
 "$SBRUN_PLOT" "$OUT/multirun/equal_compute" -o "$OUT/figures/equal_compute" \
               --only tables,error_vs_backprops,time_to_accuracy,budget
+PYTHON=${PYTHON:-$(dirname "$SBRUN")/python}
+"$PYTHON" scripts/studies/summarize.py "$OUT/figures/equal_compute/runs.csv" --columns budget_amount \
+    | tee "$OUT/figures/equal_compute/summary.md"

@@ -10,3 +10,5 @@ sweep scoring_scale sampler=sb beta=2 "${SCHEDULE[@]}" scoring.scale=0.5
 sweep scoring_bf16 sampler=sb beta=2 "${SCHEDULE[@]}" scoring.precision=bf16
 "$SBRUN_PLOT" "$OUT/multirun/spikes_sb" "$OUT/multirun/scoring_scale" "$OUT/multirun/scoring_bf16" \
               -o "$OUT/figures/scoring" --only tables,error_vs_epochs
+PYTHON=${PYTHON:-$(dirname "$SBRUN")/python}
+"$PYTHON" scripts/studies/summarize.py "$OUT/figures/scoring/runs.csv" --worst-after 1 | tee "$OUT/figures/scoring/summary.md"

@@ -12,3 +12,5 @@ sweep spikes_recal sampler=sb beta=2 "${SCHEDULE[@]}" bn_recalibrate=2048
 sweep spikes_trad sampler=traditional "${SCHEDULE[@]}"
 "$SBRUN_PLOT" "$OUT/multirun/spikes_sb" "$OUT/multirun/spikes_recal" "$OUT/multirun/spikes_trad" \
               -o "$OUT/figures/spikes" --only tables,error_vs_epochs,time_to_accuracy
+PYTHON=${PYTHON:-$(dirname "$SBRUN")/python}
+"$PYTHON" scripts/studies/summarize.py "$OUT/figures/spikes/runs.csv" --worst-after 1 | tee "$OUT/figures/spikes/summary.md"
