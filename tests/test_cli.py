@@ -106,5 +106,8 @@ def test_every_sampler_runs_in_one_sweep(tmp_path):
             assert (k["vr_estimate"] > 0).all() and (k["backprop_frac"] < 0.9).tolist() == k["is_active"].shift(
                 fill_value=0).astype(bool).tolist()
             continue
+        if name == "kakurenbo":           # hides only confidently learned examples: after one short epoch, few
+            assert 0 < 1 - last[name] <= 0.3, last[name]
+            continue
         assert last[name] < 0.9, (name, last[name])
     assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == []

@@ -6,8 +6,8 @@
 # measured by sbrun-bench (README, Performance); this gives its accuracy effect.
 source "$(dirname "$0")/common.sh"
 SCHEDULE=(schedule=multistep "schedule.milestones=[6,8]" schedule.gamma=0.2 epochs=10)
-sweep scoring_scale sampler=sb beta=2 "${SCHEDULE[@]}" scoring.scale=0.5
-sweep scoring_bf16 sampler=sb beta=2 "${SCHEDULE[@]}" scoring.precision=bf16
+sweep scoring_scale sampler=sb beta=2 "${SCHEDULE[@]}" scoring.scale=0.5 bn_recalibrate=0
+sweep scoring_bf16 sampler=sb beta=2 "${SCHEDULE[@]}" scoring.precision=bf16 bn_recalibrate=0
 "$SBRUN_PLOT" "$OUT/multirun/spikes_sb" "$OUT/multirun/scoring_scale" "$OUT/multirun/scoring_bf16" \
               -o "$OUT/figures/scoring" --only tables,error_vs_epochs
 PYTHON=${PYTHON:-$(dirname "$SBRUN")/python}
