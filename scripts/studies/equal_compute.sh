@@ -7,7 +7,7 @@
 # OUT/figures/equal_compute. 36 runs, 210 Traditional epochs of work in all.
 source "$(dirname "$0")/common.sh"
 sweep equal_compute sampler=traditional,sb,stale_sb,random beta=2 schedule=linear budget.unit=work \
-      budget.amount=2.5,5,10
+      budget.amount=2.5,5,10 bn_recalibrate=0
 "$SBRUN_PLOT" "$OUT/multirun/equal_compute" -o "$OUT/figures/equal_compute" \
               --only tables,error_vs_backprops,time_to_accuracy,budget
 PYTHON=${PYTHON:-$(dirname "$SBRUN")/python}

@@ -58,6 +58,7 @@ def main(argv=None) -> int:
     table = pd.DataFrame(rows)
     if pivot:
         wide = table.pivot_table(index="configuration", columns="key", values="final", aggfunc="first", sort=False)
+        wide = wide[sorted(wide.columns)]      # budgets in increasing order
         print("| configuration | " + " | ".join(f"{pivot}={k:g}" for k in wide.columns) + " |")
         print("|---|" + "---|" * len(wide.columns))
         for name, r in wide.iterrows():
