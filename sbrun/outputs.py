@@ -98,9 +98,9 @@ def run_params(cfg) -> Dict:
             # selection_forward only where the sampler runs scoring forwards at all
             "selection_forward": cfg.selection_forward if cfg.sampler.scores else None,
             "bn_recalibrate": cfg.bn_recalibrate,
-            # a cheaper scoring forward, recorded only where it applies and differs from full cost
-            "scoring_scale": cfg.scoring.scale if cfg.sampler.scores and cfg.scoring.scale != 1.0 else None,
-            "scoring_precision": "bf16" if cfg.sampler.scores and cfg.scoring.precision == "bf16" else None}
+            # the scoring forward's cost options, like selection_forward, where the sampler scores
+            "scoring_scale": cfg.scoring.scale if cfg.sampler.scores else None,
+            "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None}
 
 
 def summary(p, run: RunState, status: str, **extra) -> Dict:

@@ -385,3 +385,22 @@ def test_final_error_against_budget_joins_budgets_of_one_configuration(tmp_path)
     assert x == [2, 4] and y == pytest.approx([38.0, 23.0])
     # two seeds: half-width t(0.975, 1) * sd / sqrt(2), sd of (0.36, 0.40) = 0.02 * sqrt(2)
     assert half[0] == pytest.approx(100 * 12.706205 * 0.02 * 2 ** 0.5 / 2 ** 0.5, rel=1e-4)
+
+
+def test_a_full_cost_run_recorded_without_scoring_keys_is_told_apart_from_cheaper_scoring():
+    # Runs recorded before every scoring sampler wrote scoring_scale/precision left them out at
+    # full cost; they must not share a legend label with a scoring.scale=0.5 run.
+    from sbrun.plots import data, keys, style
+
+    params = {"old": {"selection_forward": "eval"},
+              "half": {"selection_forward": "eval", "scoring_scale": 0.5, "scoring_precision": "fp32"},
+              "trad": {}}
+    rows = [{"run": run, "seed": 0, "epoch": ep, "test_error": 0.1, "sampler": "traditional" if run == "trad" else "sb",
+             "beta": None if run == "trad" else 2.0, keys.PARAMS_COLUMN: json.dumps(p)}
+            for run, p in params.items() for ep in (1, 2)]
+    df = data.prepare(pd.DataFrame(rows))
+    labels = style.config_labels(data.configs(df))
+    assert len(set(labels.values())) == 3, labels
+    by_run = {run: labels[cfg] for run, cfg in df.drop_duplicates("run").set_index("run")["config"].items()}
+    assert "scoring_scale=1" in by_run["old"] and "scoring_scale=0.5" in by_run["half"], by_run
+    assert "scoring" not in by_run["trad"], by_run

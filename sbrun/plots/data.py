@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .. import records
-from ..config import OPERATIONAL, key_kind
+from ..config import OPERATIONAL, ScoringConfig, key_kind
 from . import keys, stats, style
 from .keys import CONFIG_KEYS, EXPERIMENT_KEYS, GROUP_KEYS, SAMPLER_KNOBS  # noqa: F401  (re-exported)
 
@@ -107,6 +107,20 @@ def _params_columns(df: pd.DataFrame) -> None:
             df[key] = df[keys.PARAMS_COLUMN].map(lambda t: parsed[t].get(key))
 
 
+# Runs recorded before every scoring sampler wrote its scoring options left them out at full cost;
+# without this, such a run and a scoring.scale=0.5 run would share one legend label.
+FULL_COST_SCORING = {"scoring_scale": ScoringConfig().scale, "scoring_precision": ScoringConfig().precision}
+
+
+def _fill_full_cost_scoring(df: pd.DataFrame) -> None:
+    if "selection_forward" not in df.columns:
+        return
+    scores = df["selection_forward"].notna() & (df["selection_forward"] != "")
+    for key, value in FULL_COST_SCORING.items():
+        if key in df.columns:
+            df.loc[scores & df[key].isna(), key] = value
+
+
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
     """Add the columns every figure uses; idempotent and pure (no file access).
 
@@ -124,6 +138,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
     if keys.PARAMS_COLUMN in df.columns:
         df[keys.PARAMS_COLUMN] = df[keys.PARAMS_COLUMN].fillna("").astype(str)
     _params_columns(df)
+    _fill_full_cost_scoring(df)
     experiment, group, config = key_columns(df)
     for col in config:
         if col not in df.columns:
