@@ -175,21 +175,31 @@ def load_data(cfg: Config, device: torch.device) -> RunData:
 
 
 def load_raw(ds: DatasetConfig, data_dir: str, seed: int) -> TrainTest:
-    fn = resolve_target(ds.target, "dataset._target_")
     offered = {"root": str(Path(data_dir).expanduser()), "image_size": ds.image_size, "channels": ds.channels,
                "num_classes": ds.num_classes, "seed": seed}
-    injected = {k: v for k, v in injectable(fn, offered).items() if k in DATASET_INJECTED}
+    obj = instantiate_target(
+        ds.target, "dataset._target_", ds.loader, offered, DATASET_INJECTED, (DataError, ConfigError),
+        lambda cause: DataError(f"dataset._target_={ds.target} failed: {type(cause).__name__}: "
+                                f"{' '.join(str(cause).split())[:200]}"))
+    return as_train_test(obj, ds.target)
+
+
+def instantiate_target(target: str, key: str, kwargs: Dict[str, Any], offered: Dict[str, Any], accepted,
+                       own_errors: tuple, fail) -> Any:
+    """`target(**kwargs)` plus those of `offered` (names in `accepted`) its signature takes.
+    Hydra wraps whatever the target raises: one of sbrun's `own_errors` (already one line) is
+    re-raised as it is, anything else becomes `fail(cause)`."""
+    fn = resolve_target(target, key)
+    injected = {k: v for k, v in injectable(fn, offered).items() if k in accepted}
     try:
-        obj = instantiate({"_target_": ds.target, **ds.loader}, **injected, _convert_="all")
-    except (DataError, ConfigError):
+        return instantiate({"_target_": target, **kwargs}, **injected, _convert_="all")
+    except own_errors:
         raise
     except Exception as err:
         cause = err.__cause__ if err.__cause__ is not None else err
-        if isinstance(cause, (DataError, ConfigError)):
+        if isinstance(cause, own_errors):
             raise cause from None
-        raise DataError(f"dataset._target_={ds.target} failed: {type(cause).__name__}: "
-                        f"{' '.join(str(cause).split())[:200]}") from None
-    return as_train_test(obj, ds.target)
+        raise fail(cause) from None
 
 
 def resolved_spec(ds: DatasetConfig, meta: Dict[str, Any]) -> DatasetConfig:
@@ -220,19 +230,12 @@ def build_model(cfg: Config, spec: DatasetConfig) -> nn.Module:
     """Instantiate `model._target_` with its keys plus num_classes, in_channels and image_size
     where its signature takes them, and check that it maps a batch to (N, num_classes) logits."""
     m = cfg.model
-    fn = resolve_target(m.target, "model._target_")
     offered = {"num_classes": spec.num_classes, "in_channels": spec.channels, "image_size": spec.image_size}
-    injected = {k: v for k, v in injectable(fn, offered).items() if k in MODEL_INJECTED}
-    try:
-        model = instantiate({"_target_": m.target, **m.kwargs}, **injected, _convert_="all")
-    except ConfigError:
-        raise
-    except Exception as err:
-        cause = err.__cause__ if err.__cause__ is not None else err
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"model._target_={m.target} rejected its arguments ({type(cause).__name__}: "
-                          f"{' '.join(str(cause).split())[:160]}); allowed: the parameters its signature takes") from None
+    model = instantiate_target(
+        m.target, "model._target_", m.kwargs, offered, MODEL_INJECTED, (ConfigError,),
+        lambda cause: ConfigError(f"model._target_={m.target} rejected its arguments ({type(cause).__name__}: "
+                                  f"{' '.join(str(cause).split())[:160]}); allowed: the parameters its "
+                                  f"signature takes"))
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model._target_={m.target} returned a {type(model).__name__}; allowed: a torch.nn.Module")
     check_output(model, spec, m.target)

@@ -35,10 +35,6 @@ def batches(s: ImageSet, p, size: int):
         yield p.test_aug.test(x).contiguous(memory_format=p.memory_format), y
 
 
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 def recalibrate_bn(p, epoch: int) -> None:
     """Re-estimate batch-norm running statistics on `bn_recalibrate` uniformly drawn training
     examples (unaugmented, like the test inputs), without touching any weight.
