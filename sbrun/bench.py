@@ -173,6 +173,20 @@ def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
     return median_time(step, p.device, reps) / x.shape[0]
 
 
+def measure_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:
+    """The per-example costs `budget.costs` reads (f_sel, fb, in seconds), measured on the model and
+    data that `overrides` compose to, without the epoch benchmark (sbrun-compare's cost step)."""
+    cfg = compose_configs({"probe": [*overrides, "sampler=traditional"]})["probe"]
+    with tempfile.TemporaryDirectory() as tmp:
+        p = build(cfg, Path(tmp) / "probe", resolve_device(cfg.device))
+        x, y = scoring_batch(p)
+        f_sel(p, x, y, 2)      # warm-up: first calls allocate
+        costs = {"f_sel": f_sel(p, x, y, reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], reps)}
+    return {**costs, "unit": "seconds per example", "dataset": cfg.dataset.name, "model": cfg.model.name,
+            "batch_size": cfg.batch_size, "device": str(p.device), "device_name": p.environment.get("device_name"),
+            "reps": reps}
+
+
 class CostProbe:
     """f_sel, f+b and each scoring option's f_sel, timed on one fixed chunk once per round (so
     they see the same load as the round's epochs); the tables use the medians over rounds."""
