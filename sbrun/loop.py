@@ -42,8 +42,9 @@ def run_epoch(p, run: RunState, ep: EpochState, hooks: Hooks,
     try:
         for chunk in p.stream.chunks(p.chunk, ep.n_chunks, start=ep.chunk, visit=ep.visit):
             if budget_spent(p, usage(p, run, ep)):
-                # what waits in the queue becomes the run's last step, at the schedule's final lr
-                if (step := ep.queue.flush()) is not None:
+                # epoch_end=flush: what waits becomes the run's last step, at the schedule's final lr;
+                # carry: it is never stepped nor counted
+                if not p.sampler.carries_queue and (step := ep.queue.flush()) is not None:
                     train_step(p, run, ep, step, hooks)
                 return "budget"
             spent = train_chunk(p, run, ep, chunk, hooks)

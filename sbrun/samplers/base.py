@@ -26,6 +26,9 @@ import torch
 from ..config import check
 
 
+EPOCH_ENDS = ("carry", "flush")
+
+
 class Need(enum.Enum):
     NONE = "none"        # decide without losses
     CACHED = "cached"    # each example's most recent known loss
@@ -80,12 +83,18 @@ class SamplerConfig:
     """Keys every sampler has. Subclasses add theirs and override `make` and `describe`."""
     name: str = "traditional"
     prime_epochs: int = 0        # epochs of full backprop before selection starts
+    # What chosen examples left in the queue at an epoch's end do. carry: they wait for the next
+    # epoch, so every SGD step is a full batch (what is left when the run ends is never stepped
+    # nor counted). flush: one smaller step on them, as the SB authors' get_batch(final=True)
+    # does (a full-lr step on a handful of examples; see README, Fidelity).
+    epoch_end: str = "carry"
 
     # Whether the sampler runs scoring forwards (so selection_forward and scoring.* apply to it).
     scores: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check(self.prime_epochs >= 0, "sampler.prime_epochs", self.prime_epochs, "an integer >= 0")
+        check(self.epoch_end in EPOCH_ENDS, "sampler.epoch_end", self.epoch_end, ", ".join(EPOCH_ENDS))
 
     def make(self, env: SamplerEnv) -> "Sampler":
         return Sampler(self, env)
@@ -106,13 +115,17 @@ class Sampler:
 
     global_losses = False        # needs every rank's chunk losses (ctx.window) under DDP
     global_observations = False  # needs every rank's observations in `observe` under DDP
-    carries_queue = False        # chosen examples left at an epoch's end wait for the next (no partial step)
     wants_predictions = False    # needs confidence/correctness in `observe`
 
     def __init__(self, cfg: SamplerConfig, env: SamplerEnv):
         self.cfg = cfg
         self.env = env
         self.device = env.device
+
+    @property
+    def carries_queue(self) -> bool:
+        """Chosen examples left at an epoch's end wait for the next (no partial step)."""
+        return self.cfg.epoch_end == "carry"
 
     def chunk_size(self, select_size: int) -> int:
         return select_size
@@ -165,5 +178,7 @@ class Sampler:
 
 @dataclass
 class TraditionalConfig(SamplerConfig):
-    """Backpropagate every example (the baseline)."""
+    """Backpropagate every example (the baseline). Its epoch's remainder is the fixed N mod b of
+    uniformly drawn examples, stepped on as any PyTorch loop with drop_last=False does."""
     name: str = "traditional"
+    epoch_end: str = "flush"

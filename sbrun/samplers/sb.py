@@ -24,14 +24,12 @@ class SBConfig(SamplerConfig):
     # Fidelity to the authors' code (README, "Fidelity"); sbrun's defaults first.
     cadence: str = "sbrun"       # sbrun: fresh scoring in selective epochs 0, n, 2n, ...; authors: n-1, 2n-1, ...
     prime_scoring: bool = False  # run (and count) scoring forwards during priming, as the authors' code does
-    epoch_end: str = "flush"     # flush: a partial step ends each epoch; carry: chosen examples wait for the next
     scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.beta > 0, "beta", self.beta, "a number > 0")
-        for key, options in (("cadence", ["sbrun", "authors"]), ("epoch_end", ["flush", "carry"])):
-            check(getattr(self, key) in options, f"sampler.{key}", getattr(self, key), ", ".join(options))
+        check(self.cadence in ("sbrun", "authors"), "sampler.cadence", self.cadence, "sbrun, authors")
         check(self.history >= 1, "sampler.history", self.history, "an integer >= 1")
         check(0.0 <= self.min_prob <= 1.0, "sampler.min_prob", self.min_prob, "a number in [0, 1]")
         check(self.staleness >= 1, "sampler.staleness", self.staleness, "an integer >= 1")
@@ -60,7 +58,6 @@ class SBSampler(Sampler):
         super().__init__(cfg, env)
         self.rule = selection.SelectiveBackprop(beta=cfg.beta, history=cfg.history, min_prob=cfg.min_prob,
                                                 device=env.device)
-        self.carries_queue = cfg.epoch_end == "carry"
 
     def need(self, ctx: Ctx) -> Need:
         if self.priming(ctx):
