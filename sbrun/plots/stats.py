@@ -164,7 +164,7 @@ def unpaired_ratio(a: Iterable[float], b: Iterable[float], seed: int = 0, method
     return Ratio(math.exp(d), math.exp(lo), math.exp(hi), na + nb)
 
 
-def detectable_difference(sd_diff: float, n: int, power: float = POWER, alpha: float = 1 - CONFIDENCE) -> float:
+def detectable_difference(sd_diff: float, n: int, power: float = POWER, alpha: float = 0.05) -> float:
     """The smallest true mean paired difference that a two-sided paired t-test at level `alpha`
     with n pairs detects with probability `power`, when the differences have sd `sd_diff`.
 
