@@ -5,10 +5,11 @@
 
 Runs found at or below the PATHs are merged into OUTDIR/runs.csv (one row per run-epoch); then
 every figure the runs support is written to OUTDIR (default: PATH/figures for the first PATH),
-with speedup.csv/.md (paper Table 1 with 95% confidence intervals over seeds, also printed) and
-results.csv/.md. Figures the runs cannot support (no staleness sweep, no label noise, ...) are
-skipped with a note on stderr, as are runs whose records are damaged and duplicate runs of one
-(configuration, seed).
+with speedup.csv/.md (paper Table 1: geometric-mean speedups with 95% intervals on the log-ratios,
+paired by seed, and the seeds that never reached each target; also printed) and results.csv/.md
+(final errors, and their paired differences from the baseline's with a power line each).
+Figures the runs cannot support (no staleness sweep, no label noise, ...) are skipped with a note
+on stderr, as are runs whose records are damaged and duplicate runs of one (configuration, seed).
 Exit status: 0 done; 1 an output could not be written or a figure failed (the others are still
 written); 2 bad arguments, an unknown or ambiguous --baseline, or no usable runs (nothing written).
 """

@@ -48,6 +48,12 @@ def tables_only(root: Path, out: Path, *extra) -> int:
     return plot(root, "-o", out, "--only", "tables", "--format", "png", *extra)
 
 
+def speedups_at(out: Path, k: float, index: str = "label") -> pd.DataFrame:
+    """speedup.csv's rows at target k (the file is long: one row per configuration and target)."""
+    sp = pd.read_csv(out / "speedup.csv")
+    return sp[sp["k"] == k].set_index(index)
+
+
 def err_lines(capsys) -> tuple[str, list[str]]:
     cap = capsys.readouterr()
     return cap.out, [line for line in cap.err.splitlines() if line.strip()]
@@ -162,7 +168,9 @@ def test_targets_above_100_percent_error_are_no_targets(tmp_path, capsys):
     assert "108" not in out and "126" not in out
     assert len([line for line in err if "above 100%" in line]) == 1
     sp = pd.read_csv(tmp_path / "out" / "speedup.csv")
-    assert sp["target_1.2x"].isna().all() and sp["target_1.1x"].notna().all()
+    assert sp.loc[sp["k"] == 1.2, "target"].isna().all() and sp.loc[sp["k"] == 1.1, "target"].notna().all()
+    # no target, no counts: the cells are empty, not zeros that would read "nobody reached it"
+    assert sp.loc[sp["k"] == 1.2, ["reached", "not_reached", "speedup_n"]].isna().all().all()
     sb_line = next(line for line in out.splitlines() if line.startswith("| SB β=2"))
     assert sb_line.rstrip().endswith("| – | – |")
 
@@ -246,13 +254,18 @@ def three(tmp_path) -> Path:
 def test_baseline_by_label(three, tmp_path, capsys):
     assert tables_only(three, tmp_path / "out", "--baseline", "SB β=2") == 0
     out, _ = err_lines(capsys)
-    assert "Baseline: SB β=2 (33%), final test error 20.00 ± 0.00% (2 seeds)" in out
-    sp = pd.read_csv(tmp_path / "out" / "speedup.csv").set_index("label")
+    assert "Baseline: SB β=2 (33%), final test error (%) 20.00 [20.00, 20.00] (2 seeds)" in out
+    sp = speedups_at(tmp_path / "out", 1.2)
     assert sp.loc["SB β=2 (33%)", "pairing"] == "baseline"
     assert sp.loc["Traditional (100%)", "pairing"] == "paired"
-    # target 1.2 x 0.2 = 0.24: SB beta=2 reaches it at epoch 2 (1.0 s, 1.1 s), Traditional at epoch 3
-    # (3.0 s, 3.1 s): paired speedups 1.0/3.0 and 1.1/3.1
-    assert sp.loc["Traditional (100%)", "speedup_1.2x"] == pytest.approx((1.0 / 3.0 + 1.1 / 3.1) / 2)
+    # target 1.2 x 0.2 = 0.24, interpolated: SB beta=2 (errors .5, .22) is 26/28 of the way from epoch 1
+    # (0.5 s, 0.6 s) to epoch 2 (1.0 s, 1.1 s); Traditional (errors .3, .2) 0.6 of the way from epoch 2
+    # (2.0 s, 2.1 s) to 3 (3.0 s, 3.1 s). Paired speedups: their ratios, as a geometric mean.
+    sb_t = [0.5 + 0.5 * 26 / 28, 0.6 + 0.5 * 26 / 28]
+    trad_t = [2.6, 2.7]
+    assert sp.loc["Traditional (100%)", "time"] == pytest.approx((trad_t[0] * trad_t[1]) ** 0.5)
+    assert sp.loc["Traditional (100%)", "speedup_gmean"] == pytest.approx(
+        (sb_t[0] / trad_t[0] * sb_t[1] / trad_t[1]) ** 0.5)
     assert sp.loc["SB β=1 (50%)", "pairing"] == "unpaired"
 
 
@@ -287,7 +300,7 @@ def test_two_traditional_configurations_need_a_named_baseline(tmp_path, capsys):
     assert len(err) == 1 and "--baseline 'traditional' (the default) is ambiguous" in err[0]
     assert "Traditional (100%), selection_forward=eval and Traditional (100%), selection_forward=train" in err[0]
     assert tables_only(root, tmp_path / "out", "--baseline", "traditional,selection_forward=eval") == 0
-    sp = pd.read_csv(tmp_path / "out" / "speedup.csv").set_index("label")
+    sp = speedups_at(tmp_path / "out", 1.2)
     assert sp.loc["Traditional (100%), selection_forward=eval", "pairing"] == "baseline"
     assert sp.loc["SB β=2 (33%), selection_forward=train", "pairing"] == "paired"
 
@@ -342,13 +355,17 @@ def test_work_to_target_in_traditional_epochs(tmp_path, capsys):
     write_run(root, "sb", "sb", work=[1.0, 1.5, 2.0])
     assert tables_only(root, tmp_path / "out") == 0
     out, _ = err_lines(capsys)
-    sp = pd.read_csv(tmp_path / "out" / "speedup.csv").set_index("sampler")
-    # target 1.2 x 0.2 = 0.24, first reached at epoch 3 by both: 3 vs 2 Traditional epochs of work
-    assert sp.loc["traditional", "work_1.2x"] == pytest.approx(3.0)
-    assert sp.loc["sb", "work_1.2x"] == pytest.approx(2.0)
-    assert sp.loc["sb", "work_speedup_1.2x"] == pytest.approx(1.5)
+    sp = speedups_at(tmp_path / "out", 1.2, "sampler")
+    # target 1.2 x 0.2 = 0.24, crossed between epochs 2 (.3) and 3 (.2), 0.6 of the way by both
+    # (interpolated): 2.6 vs 1.5 + 0.6 * 0.5 = 1.8 Traditional epochs of work
+    assert sp.loc["traditional", "work"] == pytest.approx(2.6)
+    assert sp.loc["sb", "work"] == pytest.approx(1.8)
+    assert sp.loc["sb", "baseline_work"] == pytest.approx(2.6)
+    assert sp.loc["sb", "work_speedup_gmean"] == pytest.approx(2.6 / 1.8)
+    assert sp.loc["sb", "work_speedup_n"] == 1 and pd.isna(sp.loc["sb", "work_speedup_ci_low"])   # one seed
     assert "Speedup in work (work to the target, in Traditional-epoch equivalents):" in out
-    assert "| SB β=2 (33%) | paired | 1.50× (2 ep) |" in out    # seed 0, as the baseline's: paired
+    # seed 0, as the baseline's: paired; the cell shows both works over the ratio's one seed
+    assert "| SB β=2 (33%) | paired | 1.47× (1.9 vs 2.8 ep) | 1.44× (1.8 vs 2.6 ep) |" in out
 
 
 def test_clean_reports_no_duplicates_on_clean_runs(three):
@@ -381,10 +398,13 @@ def test_final_error_against_budget_joins_budgets_of_one_configuration(tmp_path)
         matplotlib.axes.Axes.errorbar = original
     assert [f.name for f in files] == ["budget_work.png"]
     assert set(drawn) == {"Traditional (100%)", "SB β=2 (33%)"}
-    x, y, half = drawn["SB β=2 (33%)"]
+    x, y, (below, above) = drawn["SB β=2 (33%)"]
     assert x == [2, 4] and y == pytest.approx([38.0, 23.0])
-    # two seeds: half-width t(0.975, 1) * sd / sqrt(2), sd of (0.36, 0.40) = 0.02 * sqrt(2)
-    assert half[0] == pytest.approx(100 * 12.706205 * 0.02 * 2 ** 0.5 / 2 ** 0.5, rel=1e-4)
+    # two seeds: half-width t(0.975, 1) * sd / sqrt(2), sd of (0.36, 0.40) = 0.02 * sqrt(2); at budget
+    # 4 (mean 23%) the same half-width would reach below 0%: the bar stops at 0 (the title says so)
+    half = 100 * 12.706205 * 0.02 * 2 ** 0.5 / 2 ** 0.5
+    assert list(above) == pytest.approx([half, half], rel=1e-4)
+    assert list(below) == pytest.approx([half, 23.0], rel=1e-4)
 
 
 def test_a_full_cost_run_recorded_without_scoring_keys_is_told_apart_from_cheaper_scoring():
@@ -404,3 +424,17 @@ def test_a_full_cost_run_recorded_without_scoring_keys_is_told_apart_from_cheape
     by_run = {run: labels[cfg] for run, cfg in df.drop_duplicates("run").set_index("run")["config"].items()}
     assert "scoring_scale=1" in by_run["old"] and "scoring_scale=0.5" in by_run["half"], by_run
     assert "scoring" not in by_run["trad"], by_run
+
+
+def test_a_runs_csv_with_an_all_empty_scoring_column_loads_under_pandas_3(tmp_path):
+    # Read back from runs.csv, a scoring column that no run filled is float64 (all NaN). Filling the
+    # full-cost default 'fp32' into it raised TypeError under pandas 3 (pandas 2 upcast with a warning).
+    rows = [{"run": run, "seed": 0, "epoch": ep, "test_error": 0.1, "sampler": "sb", "beta": 2.0,
+             "selection_forward": "eval", "scoring_precision": None, "scoring_scale": None}
+            for run in ("a", "b") for ep in (1, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "runs.csv", index=False)
+    back = pd.read_csv(tmp_path / "runs.csv")
+    assert back["scoring_precision"].dtype == "float64" and back["scoring_precision"].isna().all()
+    df = data.prepare(back)
+    assert list(df["scoring_precision"]) == ["fp32"] * 4 and list(df["scoring_scale"]) == [1.0] * 4
+    assert data.configs(df)["seeds"].tolist() == [2]      # both runs: one configuration, at full cost

@@ -2,9 +2,9 @@
 
 `sbrun-plot` (sbrun/plot_cli.py) calls `report.make_all` on merged runs; the training loop calls
 `per_run` when a run ends (config key plots=true). Modules: keys (what makes a configuration),
-stats (means and confidence intervals over seeds), data (pure aggregation), targets (baseline,
-targets, per-seed time to target), style (names, colours, saving), tables (speedup), curves,
-breakdown, images, losses (the figures).
+stats (intervals, paired differences, log-scale speedups and power over seeds), data (pure
+aggregation), targets (baseline, targets, per-seed time to target), style (names, colours,
+saving), tables (speedup), curves, breakdown, images, losses (the figures).
 """
 from __future__ import annotations
 

@@ -32,8 +32,8 @@ def common_target(curves: pd.DataFrame, baseline_error: float | None, k: float) 
 def breakdown(df: pd.DataFrame, k: float = 1.2,
               baseline: str = targets.BASELINE) -> Dict[str, Tuple[float, str, pd.DataFrame]]:
     """Per group: (target, rule, table) where the table has one row per configuration with the
-    mean over seeds of the cumulative seconds of each time part at the first epoch whose mean
-    error is <= target, and that epoch."""
+    mean over seeds of the cumulative seconds of each time part at the first evaluation whose mean
+    error is <= target, and its (mean) epoch, which a compute grid makes fractional."""
     df = data.prepare(df)
     base = {g: s.mean for g, s in targets.baseline_errors(df, targets.choose(df, baseline)).items()}
     cum = ["cum_" + c for c, _ in data.TIME_PARTS]
@@ -41,14 +41,14 @@ def breakdown(df: pd.DataFrame, k: float = 1.2,
         raise NotSupported("metrics.csv lacks the time_*_s columns")
     out = {}
     for group, rows in data.split(df, "group"):
-        means = rows.groupby(["config", "epoch"])[["test_error"] + cum].mean().reset_index()
+        means = rows.groupby(["config", data.EVAL])[["test_error", "epoch"] + cum].mean().reset_index()
         curves = means.rename(columns={"test_error": "y"})
         target, rule = common_target(curves, base.get(group), k)
         table = []
         for cfg, c in curves.groupby("config", sort=False):
             i = data.reach_index(c["y"], target)
             row = c.iloc[i]
-            table.append({"config": cfg, "epoch": int(row["epoch"]), **{col: row[col] for col in cum}})
+            table.append({"config": cfg, "epoch": row["epoch"], **{col: row[col] for col in cum}})
         out[group] = (target, rule, pd.DataFrame(table))
     return out
 
@@ -74,7 +74,7 @@ def time_breakdown(df, out_dir, formats=("png",), k: float = 1.2, baseline: str 
                 ax.bar(pos, vals, bottom=bottom, color=colour, label=name, width=0.65)
                 bottom += vals
             for p, total, ep in zip(pos, bottom, table["epoch"]):
-                ax.annotate(f"{total:.3g} s\nepoch {ep}", (p, total), ha="center", va="bottom", fontsize="x-small")
+                ax.annotate(f"{total:.3g} s\nepoch {ep:.3g}", (p, total), ha="center", va="bottom", fontsize="x-small")
             ax.set_xticks(pos, [labels[c] for c in table.index], rotation=30, ha="right", fontsize="small")
             ax.set_ylabel("training time to target (s)")
             ax.set_ylim(0, bottom.max() * 1.2 if len(bottom) and bottom.max() > 0 else 1)

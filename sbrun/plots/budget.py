@@ -1,6 +1,7 @@
 """Final test error against the compute budget: the equal-compute comparison (Kaddour et al.
 2023). One line per configuration that differs only in `budget.amount`, with 95% CI bars over
-seeds; one panel per label-noise rate; one figure per budget unit."""
+seeds clipped to [0, 100]% (the panel titles say so); one panel per label-noise rate; one figure
+per budget unit. The paired differences against the baseline at each budget are in results.csv/md."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import List
 import numpy as np
 
 from . import data, stats, style
+from .curves import error_bars
 from .style import NotSupported
 
 UNITS = {"work": "Traditional-epoch equivalents of work", "backprops": "Traditional-epoch equivalents of backprops",
@@ -39,13 +41,13 @@ def budget(df, out_dir, formats=("png",)) -> List[Path]:
             shown = part[part["label_noise"].fillna(0) == noise]
             for line in dict.fromkeys(shown["line"]):
                 pts = shown[shown["line"] == line].sort_values("budget_amount")
-                half = np.nan_to_num(100 * pts["final_half"].to_numpy(dtype=float))
                 colour, ls = looks[line]
-                ax.errorbar(pts["budget_amount"], 100 * pts["final_mean"], yerr=half, capsize=3, marker="o",
+                ax.errorbar(pts["budget_amount"], 100 * pts["final_mean"], yerr=error_bars(pts), capsize=3, marker="o",
                             color=colour, ls=ls, label=labels[line])
             ax.set_xlabel(f"budget ({UNITS.get(unit, unit)})")
             ax.set_ylabel("final test error (%)")
-            ax.set_title(f"{data.noise_title(noise)}; bars: {stats.CONFIDENCE:.0%} CI over seeds", fontsize="medium")
+            ax.set_title(f"{data.noise_title(noise)}; bars: {stats.CONFIDENCE:.0%} CI over seeds,\n"
+                         "clipped to [0, 100]%; paired differences: results.md", fontsize="medium")
             ax.grid(alpha=0.3)
             style.legend(ax)
         r = part.iloc[0]

@@ -3,8 +3,9 @@ against forward passes for several staleness values (Fig. 11), under label noise
 the selectivity sweep (Fig. 13).
 
 Every curve is a configuration's mean over seeds, with the 95% confidence interval of the mean
-(Student t) as a band; a configuration with one seed has no band and says so (see data.py). Each
-experiment gets its own file and each label-noise rate its own panel.
+(Student t) as a band, clipped to [0, 100]% (the titles say so); a configuration with one seed has
+no band and says so (see data.py). Error bars are clipped alike. Each experiment gets its own file
+and each label-noise rate its own panel.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ X_AXES = {
     "epoch": "epoch (passes over the training set)",
     "forward_passes": "forward passes (selection + training, examples)",
 }
-BAND = f"band: {stats.CONFIDENCE:.0%} confidence interval of the mean (Student t)"
+BAND = f"band: {stats.CONFIDENCE:.0%} confidence interval of the mean (Student t), clipped to [0, 100]%"
 ONE_SEED = "1 seed, no band"
 SB_FAMILY = ("sb", "stale_sb")
 
@@ -179,14 +180,15 @@ def label_noise(df, out_dir, formats=("png",)) -> List[Path]:
 def selectivity(df, out_dir, formats=("png",), k: float = 1.2, baseline: str = targets.BASELINE) -> List[Path]:
     """Paper Fig. 13: final test error and time to k x the baseline's final error against the
     selectivity 1/(1+beta), one line per sampler family (and noise rate); Traditional at 100%.
-    Errors carry 95% CI bars; times are means over the seeds that reached the target, marked
-    'r/n' where some never did."""
-    from .tables import kcol, speedup_table   # tables reads the per-seed times this figure shows
+    Errors carry 95% CI bars clipped to [0, 100]%; times are the speedup table's: interpolated
+    between evaluations, geometric means over the seeds its ratio uses, marked 'r/n' where some
+    never reached the target."""
+    from .tables import speedup_table   # tables reads the per-seed times this figure shows
 
     df = data.drop_duplicate_seeds(df)[0]
     cfgs = data.configs(df).join(data.config_final_error(df), on="config")
     sp = speedup_table(df, ks=(k,), baseline=baseline)
-    at = dict(zip(sp["config"], zip(sp[kcol("time", k)], sp[kcol("reached", k)]))) if len(sp) else {}
+    at = dict(zip(sp["config"], zip(sp["time"], sp["reached"]))) if "time" in sp.columns else {}
     cfgs["time"] = [at.get(c, (math.nan, 0))[0] for c in cfgs["config"]]
     cfgs["reached"] = [at.get(c, (math.nan, 0))[1] for c in cfgs["config"]]
     # A line per sampler family within a group (staleness, variant and other knobs kept apart),
@@ -221,9 +223,10 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2, baseline: str = t
                                 dict(color="k", ls="", marker="*", ms=10, label=label))
         ax_err.set_ylabel("final test error (%)")
         ax_time.set_ylabel(f"time to {k:g}× the baseline's final error (s)")
-        ax_err.set_title(f"Final test error (bars: {stats.CONFIDENCE:.0%} CI over seeds)", fontsize="medium")
-        ax_time.set_title("Time to target, mean over the seeds that reached it\n(r/n: seeds that reached it; "
-                          "missing point: none did)", fontsize="medium")
+        ax_err.set_title(f"Final test error (bars: {stats.CONFIDENCE:.0%} CI over seeds,\nclipped to [0, 100]%)",
+                         fontsize="medium")
+        ax_time.set_title("Time to target (interpolated), geometric mean over the seeds\nthat reached it "
+                          "(r/n: seeds that reached it; missing point: none did)", fontsize="medium")
         for ax in (ax_err, ax_time):
             ax.set_xlabel("selectivity: expected backprop fraction 1/(1+β) (%)")
             ax.grid(alpha=0.3)
@@ -234,12 +237,21 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2, baseline: str = t
 
 
 def _selectivity_points(ax_err, ax_time, pts: pd.DataFrame, kw: dict) -> None:
-    """Final error with CI bars (none for one seed) and time to target, marking partial reach."""
+    """Final error with CI bars clipped to [0, 100]% (none for one seed) and time to target,
+    marking partial reach."""
     sel = 100 * pts["selectivity"].to_numpy(dtype=float)
-    half = np.nan_to_num(100 * pts["final_half"].to_numpy(dtype=float))
-    ax_err.errorbar(sel, 100 * pts["final_mean"], yerr=half, capsize=3, **kw)
+    ax_err.errorbar(sel, 100 * pts["final_mean"], yerr=error_bars(pts), capsize=3, **kw)
     ax_time.plot(sel, pts["time"], **kw)
     for x, t, reached, seeds in zip(sel, pts["time"], pts["reached"], pts["seeds"]):
         if np.isfinite(t) and reached < seeds:
             ax_time.annotate(f"{reached}/{seeds}", (x, t), textcoords="offset points", xytext=(3, 3),
                              fontsize="x-small")
+
+
+def error_bars(pts: pd.DataFrame) -> np.ndarray:
+    """Asymmetric error-bar lengths in % (2 x n) from data.config_final_error's clipped bounds:
+    the bars stop at 0% and 100%; none (0) where one seed gives no interval."""
+    mean = pts["final_mean"].to_numpy(dtype=float)
+    below = mean - pts["final_lo"].to_numpy(dtype=float)
+    above = pts["final_hi"].to_numpy(dtype=float) - mean
+    return np.nan_to_num(100 * np.vstack([below, above]))

@@ -10,10 +10,16 @@ An *experiment* is what a configuration is compared within: dataset, model, batc
 epochs, budget and `setting` (keys.py). A *group* is an experiment at one label-noise rate; each
 group's baseline configuration (targets.py) is what the others are measured against.
 
-Curves are aggregated per epoch: at epoch e a configuration's curve sits at the mean over seeds of
-x (time, backprops, ...) and of the test error, with a 95% Student-t confidence interval of the
-mean error as its band (none for one seed). Runs are evaluated at the end of every epoch, so this
-is exact at the points measured and needs no interpolation between seeds whose clocks differ.
+Curves are aggregated per evaluation: at a run's k-th evaluation (EVAL: its k-th epoch end, or
+its k-th point on a compute grid, `eval.every`, where `epoch` is fractional and differs between
+seeds) a configuration's curve sits at the mean over seeds of x (time, backprops, epoch, ...) and
+of the test error, with a 95% Student-t confidence interval of the mean error as its band (none for
+one seed). Seeds of one configuration evaluate at the same points, so this is exact at the points
+measured.
+
+Time (work, backprops) to a target error is interpolated linearly between the last evaluation
+above the target and the first at or below it (`reach`): a method evaluated more often per unit of
+work is not favoured by its finer grid, as it would be by the first evaluation at the target.
 """
 from __future__ import annotations
 
@@ -39,6 +45,9 @@ LEGACY_PARAMS = ["dataset", "model", "sampler", "beta", "staleness", "selectivit
                  "batch_size", "epochs", "lr"]
 # metrics.csv's cumulative work, in Traditional-epoch equivalents (sbrun/budget.py); absent in older runs
 WORK = "work"
+# a run's evaluations numbered 0, 1, ... (prepare): what seeds are aligned on, not `epoch`, which a
+# compute grid makes fractional and different between seeds
+EVAL = "eval_index"
 
 
 # --- Configurations --------------------------------------------------------------------------
@@ -118,7 +127,11 @@ def _fill_full_cost_scoring(df: pd.DataFrame) -> None:
     scores = df["selection_forward"].notna() & (df["selection_forward"] != "")
     for key, value in FULL_COST_SCORING.items():
         if key in df.columns:
-            df.loc[scores & df[key].isna(), key] = value
+            missing = scores & df[key].isna()
+            if missing.any():
+                # where() rather than .loc: a column read back all-empty is float64, and pandas 3
+                # refuses to set 'fp32' into it (TypeError) instead of upcasting as pandas 2 did
+                df[key] = df[key].astype(object).where(~missing, value).infer_objects()
 
 
 def prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -144,6 +157,7 @@ def prepare(df: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
     df = df[df["test_error"].notna()].sort_values(["run", "epoch"], kind="stable")
+    df[EVAL] = df.groupby("run").cumcount()
     # Every key column is constant within a run: build the keys once per run, not per epoch row.
     firsts = df.drop_duplicates("run").set_index("run")
     for name, cols in (("config", config), ("group", group), ("experiment", experiment)):
@@ -197,14 +211,16 @@ def drop_duplicate_seeds(df: pd.DataFrame) -> Tuple[pd.DataFrame, List[Tuple[str
 # --- Curves ----------------------------------------------------------------------------------
 
 def mean_curve(df: pd.DataFrame, x: str, y: str = "test_error") -> pd.DataFrame:
-    """Per configuration and epoch: mean x and mean y over seeds, the sd of y, its 95% CI
-    (y_lo, y_hi; NaN where fewer than two seeds have that epoch), and how many seeds (n).
+    """Per configuration and evaluation (EVAL): mean epoch, mean x and mean y over seeds, the sd
+    of y, its 95% CI (y_lo, y_hi; NaN where fewer than two seeds have that evaluation), and how
+    many seeds (n).
 
-    Columns: config, epoch, x, y, y_sd, y_lo, y_hi, n. Sorted by config and epoch.
+    Columns: config, eval_index, epoch, x, y, y_sd, y_lo, y_hi, n. Sorted by config and evaluation.
     """
     df = prepare(df)
-    g = df.groupby(["config", "epoch"], sort=True)
-    out = pd.DataFrame({"x": g[x].mean(), "y": g[y].mean(), "y_sd": g[y].std(ddof=1), "n": g[y].count()})
+    g = df.groupby(["config", EVAL], sort=True)
+    out = pd.DataFrame({"epoch": g["epoch"].mean(), "x": g[x].mean(), "y": g[y].mean(), "y_sd": g[y].std(ddof=1),
+                        "n": g[y].count()})
     half = stats.half_widths(out["y_sd"], out["n"])
     out["y_lo"], out["y_hi"] = out["y"] - half, out["y"] + half
     return out.reset_index()
@@ -216,14 +232,34 @@ def reach_index(errors: Sequence[float], target: float) -> Optional[int]:
     return int(hits[0]) if len(hits) else None
 
 
-def time_to_target(xs: Sequence[float], errors: Sequence[float], target: float) -> float:
-    """x at the first evaluation whose error is <= target; NaN if never reached.
-
-    No interpolation: runs are evaluated at epoch ends, and the time a run has actually spent
-    when it is first seen below the target is what a user would wait.
-    """
+def reach(errors: Sequence[float], target: float) -> Optional[Tuple[int, float]]:
+    """Where a run's error curve first reaches `target`: (i, f) with i the first evaluation at or
+    below it and f the fraction of the way from evaluation i-1 (the last above it) to i at which
+    linear interpolation of the error crosses the target (1.0 when the very first evaluation is
+    already there: nothing before it to interpolate from). None if it never reaches the target."""
     i = reach_index(errors, target)
-    return float(np.asarray(xs, dtype=float)[i]) if i is not None else math.nan
+    if i is None:
+        return None
+    if i == 0:
+        return 0, 1.0
+    e = np.asarray(errors, dtype=float)
+    drop = e[i - 1] - e[i]
+    return i, (float(np.clip((e[i - 1] - target) / drop, 0.0, 1.0)) if drop > 0 else 1.0)
+
+
+def at_reach(xs: Sequence[float], point: Optional[Tuple[int, float]]) -> float:
+    """x (cumulative time, work, backprops) at a `reach` point; NaN for None."""
+    if point is None:
+        return math.nan
+    i, f = point
+    x = np.asarray(xs, dtype=float)
+    return float(x[i]) if i == 0 else float(x[i - 1] + f * (x[i] - x[i - 1]))
+
+
+def time_to_target(xs: Sequence[float], errors: Sequence[float], target: float) -> float:
+    """x where the error, interpolated linearly between evaluations, first reaches the target;
+    NaN if no evaluation reaches it."""
+    return at_reach(xs, reach(errors, target))
 
 
 def per_run(df: pd.DataFrame) -> pd.DataFrame:
@@ -238,12 +274,15 @@ def per_run(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def config_final_error(df: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: the final test error's mean, sd, n and 95% CI (lo, hi, half) over seeds."""
+    """Per configuration: the final test error's mean, sd, n and 95% CI over seeds: half-width
+    (final_half) and bounds clipped to [0, 1] (final_lo, final_hi; final_clipped says where)."""
     runs = per_run(df)
     rows = {cfg: stats.summarize(part["final"])._asdict() for cfg, part in runs.groupby("config")}
     out = pd.DataFrame.from_dict(rows, orient="index", columns=list(stats.Summary._fields))
     out = out.rename(columns=lambda c: f"final_{c}").astype({"final_n": int})
-    out["final_lo"], out["final_hi"] = out["final_mean"] - out["final_half"], out["final_mean"] + out["final_half"]
+    bounds = [stats.clip_interval(m - h, m + h) for m, h in zip(out["final_mean"], out["final_half"])]
+    for j, col in enumerate(("final_lo", "final_hi", "final_clipped")):
+        out[col] = [b[j] for b in bounds]
     return out
 
 

@@ -7,8 +7,10 @@
   what the user asked to keep apart.
 - target(k) = k × the baseline's final test error (its mean over seeds). A target above 100%
   error cannot be reached by anything and is no target (NaN): the baseline learned nothing.
-- Each seed reaches a target at its own first evaluation at or below it; a seed that never does
-  has no time (NaN), and tables count it instead of averaging it in.
+- Each seed reaches a target where its error, interpolated linearly between its last evaluation
+  above the target and its first at or below it, crosses the target (data.reach); its time, work
+  and backprops there are interpolated alike. A seed that never gets there has no time (NaN), and
+  tables count it instead of averaging it in.
 """
 from __future__ import annotations
 
@@ -94,14 +96,15 @@ def group_targets(df: pd.DataFrame, ks: Sequence[float], spec: str = BASELINE) -
 
 def seed_reach(df: pd.DataFrame, goal: Dict[str, float], columns: Sequence[str]) -> pd.DataFrame:
     """Per run of the groups in `goal` ({group: target error}): the value of each of `columns`
-    (train_time_s, work_epochs, ...) at its first evaluation at or below its group's target; NaN
-    if it never gets there (or the target is NaN). Indexed by run, with config, group and seed."""
+    (train_time_s, work, ...) where it reaches its group's target, interpolated between
+    evaluations (data.reach); NaN if it never gets there (or the target is NaN). Indexed by run,
+    with config, group and seed."""
     df = data.prepare(df)
     rows = []
     for run, r in df[df["group"].isin(goal)].groupby("run", sort=False):
         first = r.iloc[0]
         t = goal[first["group"]]
-        i = None if math.isnan(t) else data.reach_index(r["test_error"], t)
+        point = None if math.isnan(t) else data.reach(r["test_error"], t)
         rows.append({"run": run, "config": first["config"], "group": first["group"], "seed": first["seed"],
-                     **{c: (float(r[c].iloc[i]) if i is not None and c in r.columns else math.nan) for c in columns}})
+                     **{c: (data.at_reach(r[c], point) if c in r.columns else math.nan) for c in columns}})
     return pd.DataFrame(rows, columns=["run", "config", "group", "seed", *columns]).set_index("run")

@@ -4,9 +4,10 @@
     python scripts/studies/summarize.py results/studies/figures/equal_compute/runs.csv --columns budget_amount
 
 Per configuration (every params key but the seed, as sbrun-plot groups them), over seeds: the final
-test error and (with --worst-after E) the worst test error after epoch E, as mean ± the half-width
-of a 95% Student-t confidence interval, with the number of seeds. --columns pivots one key into
-columns (e.g. the budget). Markdown on stdout.
+test error as mean [95% Student-t confidence interval] clipped to [0, 100]% (marked † where clipped),
+and (with --worst-after E) the worst test error after epoch E as median [min, max]: a per-seed
+maximum is skewed and bounded, so a t-interval on it would be wrong. n is the number of seeds.
+--columns pivots one key into columns (e.g. the budget). Markdown on stdout.
 """
 from __future__ import annotations
 
@@ -17,16 +18,27 @@ import pandas as pd
 
 from sbrun.plots import data, report, stats, style
 
+CLIPPED = "†"
+
 
 def cell(values) -> str:
+    """'1.23 [0.98, 1.48] (n=3)' in %: mean and t-interval, clipped to [0, 100]% († where it was)."""
     s = stats.summarize(values)
     if s.n == 0:
         return "–"
-    half = "" if s.n < 2 else f" ± {100 * s.half:.2f}"
-    return f"{100 * s.mean:.2f}{half} (n={s.n})"
+    if s.n < 2:
+        return f"{100 * s.mean:.2f} (n=1)"
+    lo, hi, clipped = stats.clip_interval(s.lo, s.hi)
+    return f"{100 * s.mean:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]{CLIPPED if clipped else ''} (n={s.n})"
 
 
-def per_run(df: pd.DataFrame, worst_after: int | None) -> pd.DataFrame:
+def worst_cell(values) -> str:
+    """'32.49 [1.10, 88.20] (n=3)' in %: median [smallest, largest] of per-seed maxima."""
+    m = stats.median_range(values)
+    return "–" if m.n == 0 else f"{100 * m.median:.2f} [{100 * m.lo:.2f}, {100 * m.hi:.2f}] (n={m.n})"
+
+
+def per_run(df: pd.DataFrame, worst_after: float | None) -> pd.DataFrame:
     last = df.sort_values("epoch").groupby("run").last()
     out = pd.DataFrame({"config": last["config"], "final": last["test_error"]})
     if worst_after is not None:
@@ -38,7 +50,8 @@ def per_run(df: pd.DataFrame, worst_after: int | None) -> pd.DataFrame:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs_csv", nargs="+")
-    p.add_argument("--worst-after", type=int, default=None, help="also the worst test error after this epoch")
+    p.add_argument("--worst-after", type=float, default=None,
+                   help="also the worst test error after this epoch (median [min, max] over seeds)")
     p.add_argument("--columns", default=None, help="a params key to pivot into columns (e.g. budget_amount)")
     args = p.parse_args(argv)
     df, _ = report.clean(pd.concat([pd.read_csv(f) for f in args.runs_csv], ignore_index=True))
@@ -53,7 +66,7 @@ def main(argv=None) -> int:
         row = {"configuration": labels[c["config"]], "key": c.get(pivot) if pivot else None,
                "final": cell(part["final"])}
         if args.worst_after is not None:
-            row["worst"] = cell(part["worst"])
+            row["worst"] = worst_cell(part["worst"])
         rows.append(row)
     table = pd.DataFrame(rows)
     if pivot:
@@ -63,15 +76,18 @@ def main(argv=None) -> int:
         print("|---|" + "---|" * len(wide.columns))
         for name, r in wide.iterrows():
             print(f"| {name} | " + " | ".join(str(v) for v in r.values) + " |")
-        print("\nCells: final test error (%), mean ± 95% CI half-width over seeds (n seeds).")
+        print(f"\nCells: final test error (%), mean [95% t-interval] over seeds (n seeds); {CLIPPED}: the "
+              "interval left [0, 100]% and is clipped to it.")
         return 0
-    head = "| configuration | final error (%) |" + (f" worst error after epoch {args.worst_after} (%) |"
+    head = "| configuration | final error (%) |" + (f" worst error after epoch {args.worst_after:g} (%) |"
                                                      if args.worst_after is not None else "")
     print(head)
     print("|---|---|" + ("---|" if args.worst_after is not None else ""))
     for _, r in table.iterrows():
         print(f"| {r['configuration']} | {r['final']} |" + (f" {r['worst']} |" if args.worst_after is not None else ""))
-    print("\nCells: test error (%), mean ± 95% CI half-width over seeds (n seeds).")
+    print(f"\nFinal error (%): mean [95% t-interval] over seeds (n seeds); {CLIPPED}: the interval left [0, 100]% "
+          "and is clipped to it." + (" Worst error (%): median [smallest, largest] over seeds; no t-interval on a "
+                                      "maximum." if args.worst_after is not None else ""))
     return 0
 
 
