@@ -95,6 +95,10 @@ class DatasetConfig:
     cutout: int = 0              # side of the zeroed square (DeVries & Taylor 2017); 0 = off
     subset: Optional[int] = None       # use only the first `subset` training examples (after a seeded shuffle)
     test_subset: Optional[int] = None  # likewise for the test set
+    # Validation split, held out of the training set after `subset` and before label noise (clean
+    # labels); seeded by val_seed alone, so every method and run seed shares it. 0 = no split.
+    val_fraction: float = 0.0
+    val_seed: int = 0
     # The loader: `_target_` plus its own keys (path, extra, n_train, ...).
     target: str = "sbrun.data.builtin.digits"
     loader: Dict[str, Any] = field(default_factory=dict)
@@ -115,6 +119,9 @@ class DatasetConfig:
         for key in ("subset", "test_subset"):
             v = getattr(self, key)
             check(v is None or v >= 1, f"dataset.{key}", v, "null or an integer >= 1")
+        check(0.0 <= self.val_fraction < 0.5, "dataset.val_fraction", self.val_fraction,
+              "a number in [0, 0.5) (0 = no validation split)")
+        check(self.val_seed >= 0, "dataset.val_seed", self.val_seed, "an integer >= 0")
 
     def node(self) -> Dict[str, Any]:
         """Back to the composed YAML layout (what summary.json and checkpoints record)."""

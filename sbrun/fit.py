@@ -15,7 +15,7 @@ import torch
 
 from . import outputs, records
 from . import state as run_state
-from .evaluate import evaluate, recalibrate_bn
+from .evaluate import recalibrate_bn, scores
 from .hooks import Hooks
 from .loop import budget_spent, capture_streams, forward, run_epoch, score, usage
 from .state import EpochState, RunState
@@ -137,8 +137,7 @@ def close_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], wall
     extra = p.sampler.end_epoch(ep.epoch)
     if p.cfg.bn_recalibrate:
         recalibrate_bn(p, ep.epoch)
-    test_loss, test_acc = evaluate(p)
-    row = outputs.epoch_row(p, run, ep, phases, extra, test_loss, test_acc, wall)
+    row = outputs.epoch_row(p, run, ep, phases, extra, scores(p), wall)
     before = run.rows[-1]["budget_frac"] if run.rows else 0.0
     run.rows.append(row)
     if p.dist.rank == 0:

@@ -23,7 +23,7 @@ CHANCE_MARGIN = 1.5
 
 
 def epoch_row(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra: Dict[str, float],
-              test_loss: float, test_acc: float, wall_time: float) -> Dict[str, float]:
+              scores: Dict[str, float], wall_time: float) -> Dict[str, float]:
     """The metrics.csv row of `ep` (complete, or cut short by the budget), with the run's totals
     up to its end. Reduces this rank's counters across ranks (a collective)."""
     sums = p.dist.all_sum(torch.stack([ep.loss_sum.float(), ep.mislabeled.float(),
@@ -48,9 +48,7 @@ def epoch_row(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra:
         "budget_frac": p.meter.fraction(u),
         "lr": run.lr,
         "train_loss": loss_sum / backprops if backprops else float("nan"),
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "test_error": 1.0 - test_acc,
+        **scores,       # test_loss, test_acc, test_error (and val_* with a validation split)
         "mislabeled_frac": mislabeled / backprops if backprops else 0.0,
         "time_select_fwd_s": phases["select_fwd"],
         "time_train_fwd_s": phases["train_fwd"],
@@ -100,7 +98,10 @@ def run_params(cfg) -> Dict:
             "bn_recalibrate": cfg.bn_recalibrate,
             # the scoring forward's cost options, like selection_forward, where the sampler scores
             "scoring_scale": cfg.scoring.scale if cfg.sampler.scores else None,
-            "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None}
+            "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None,
+            # the validation split, where a run holds one out (it is part of what the run computes)
+            **{f"dataset_{k}": getattr(cfg.dataset, k) if cfg.dataset.val_fraction > 0 else None
+               for k in ("val_fraction", "val_seed")}}
 
 
 def summary(p, run: RunState, status: str, **extra) -> Dict:
