@@ -60,6 +60,7 @@ class Parts:
     optimizer: torch.optim.Optimizer
     sampler: Sampler
     meter: Meter
+    grid: Optional[Meter]      # eval.every as a Meter (total = one grid step); None: rows at epoch ends
     memory_format: torch.memory_format
     autocast: Any              # training and evaluation precision context
     score_autocast: Any        # the scoring forward's precision context
@@ -137,7 +138,7 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     parts = Parts(
         cfg=cfg, run_dir=Path(run_dir), device=device, dist=dist, data=data, stream=stream, test_set=test_set,
         val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net, optimizer=build_optimizer(model, cfg.optim),
-        sampler=sampler, meter=meter, memory_format=memory_format, autocast=autocast(device, bf16),
+        sampler=sampler, meter=meter, grid=eval_grid(cfg, meter), memory_format=memory_format, autocast=autocast(device, bf16),
         score_autocast=autocast(device, effective["scoring_precision"] == "bf16"), local_batch=local_batch,
         chunk=sampler.chunk_size(dist.local_size(cfg.select_size)),
         input_shape=(spec.channels, spec.image_size, spec.image_size), timer=PhaseTimer(device),
@@ -149,6 +150,11 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     if cfg.compile:
         parts.compiled = {"train": torch.compile(net), "select": torch.compile(model)}
     return parts
+
+
+def eval_grid(cfg: Config, meter: Meter) -> Optional[Meter]:
+    e = cfg.eval
+    return None if e.every is None else Meter(e.unit, float(e.every), meter.n_train, meter.costs)
 
 
 def on_device(s: Optional[ImageSet], device: torch.device) -> Optional[ImageSet]:
