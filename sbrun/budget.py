@@ -14,6 +14,7 @@ crosses the budget at exactly the same step.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,10 @@ class Meter:
 
     def fraction(self, u: Usage) -> float:
         return min(1.0, self.used(u) / self.total)
+
+    def passed(self, u: Usage) -> int:
+        """Whole multiples of `total` used by `u` (the points of an evaluation grid, eval.every)."""
+        return math.floor(self.used(u) / self.total * (1 + 1e-12))
 
     def spent(self, u: Usage) -> bool:
         # a relative tolerance: fractional epoch counts are sums of chunk fractions

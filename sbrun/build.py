@@ -23,6 +23,7 @@ from .config import Config, ConfigError, DatasetConfig, OptimConfig
 from .data import DataError, ImageSet, TrainTest, corrupt_labels
 from .data.check import as_train_test, describe
 from .data.noise import subset
+from .data.split import hold_out
 from .data.stream import Augmenter, LoaderStream, TensorStream, fits_on_device
 from .distributed import Collective
 from .samplers import Sampler, SamplerEnv
@@ -40,6 +41,7 @@ class RunData:
     classes: List[str]
     spec: DatasetConfig        # the dataset config with every null read from the data
     meta: Dict[str, Any]       # what was read from the data (recorded in summary.json)
+    val: Optional[ImageSet] = None   # the validation split (dataset.val_fraction), clean labels, on the CPU
 
 
 @dataclass
@@ -51,12 +53,14 @@ class Parts:
     data: RunData
     stream: Any                # TensorStream | LoaderStream
     test_set: ImageSet         # on the device in the tensor path
+    val_set: Optional[ImageSet]  # likewise; None without a validation split
     test_aug: Augmenter
     model: nn.Module           # the bare module: scoring, evaluation, checkpoints
     net: nn.Module             # what trains (DDP-wrapped under torchrun)
     optimizer: torch.optim.Optimizer
     sampler: Sampler
     meter: Meter
+    grid: Optional[Meter]      # eval.every as a Meter (total = one grid step); None: rows at epoch ends
     memory_format: torch.memory_format
     autocast: Any              # training and evaluation precision context
     score_autocast: Any        # the scoring forward's precision context
@@ -119,7 +123,7 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     stream_cls = TensorStream if use_tensor else LoaderStream
     extra = {} if use_tensor else {"num_workers": cfg.num_workers}
     stream = stream_cls(data.train, spec, cfg.seed, device, shard, memory_format, **extra)
-    test_set = (ImageSet(data.test.images.to(device), data.test.labels.to(device)) if use_tensor else data.test)
+    test_set, val_set = (on_device(s, device) if use_tensor else s for s in (data.test, data.val))
 
     local_batch = dist.local_size(cfg.batch_size)
     meter = Meter.of(cfg.budget, cfg.epochs, len(data.train))
@@ -133,8 +137,8 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
                  "scoring_precision": "bf16" if bf16 or cfg.scoring.precision == "bf16" else "fp32"}
     parts = Parts(
         cfg=cfg, run_dir=Path(run_dir), device=device, dist=dist, data=data, stream=stream, test_set=test_set,
-        test_aug=Augmenter(spec, device), model=model, net=net, optimizer=build_optimizer(model, cfg.optim),
-        sampler=sampler, meter=meter, memory_format=memory_format, autocast=autocast(device, bf16),
+        val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net, optimizer=build_optimizer(model, cfg.optim),
+        sampler=sampler, meter=meter, grid=eval_grid(cfg, meter), memory_format=memory_format, autocast=autocast(device, bf16),
         score_autocast=autocast(device, effective["scoring_precision"] == "bf16"), local_batch=local_batch,
         chunk=sampler.chunk_size(dist.local_size(cfg.select_size)),
         input_shape=(spec.channels, spec.image_size, spec.image_size), timer=PhaseTimer(device),
@@ -146,6 +150,15 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     if cfg.compile:
         parts.compiled = {"train": torch.compile(net), "select": torch.compile(model)}
     return parts
+
+
+def eval_grid(cfg: Config, meter: Meter) -> Optional[Meter]:
+    e = cfg.eval
+    return None if e.every is None else Meter(e.unit, float(e.every), meter.n_train, meter.costs)
+
+
+def on_device(s: Optional[ImageSet], device: torch.device) -> Optional[ImageSet]:
+    return None if s is None else ImageSet(s.images.to(device), s.labels.to(device))
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -162,16 +175,18 @@ def build_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
 # --- data --------------------------------------------------------------------------------------------
 
 def load_data(cfg: Config, device: torch.device) -> RunData:
-    """The dataset's train and test sets, subsets and label noise, with every null shape key of
-    the dataset config read from the data."""
+    """The dataset's train and test sets, subsets, validation split and label noise, with every
+    null shape key of the dataset config read from the data. The split comes before the noise, so
+    validation labels are clean."""
     ds = cfg.dataset
     raw = load_raw(ds, cfg.data_dir, cfg.seed)
     meta = describe(raw, ds.num_classes)
     spec = resolved_spec(ds, meta)
     train, test = subset(raw.train, ds.subset), subset(raw.test, ds.test_subset)
+    train, val = hold_out(train, ds.val_fraction, ds.val_seed)
     labels, noisy = corrupt_labels(train.labels, spec.num_classes, cfg.label_noise, cfg.seed, cfg.noise_mode)
     return RunData(ImageSet(train.images, labels), test, train.labels, noisy.to(device), list(meta["classes"]),
-                   spec, {k: v for k, v in meta.items() if k != "classes"})
+                   spec, {k: v for k, v in meta.items() if k != "classes"}, val)
 
 
 def load_raw(ds: DatasetConfig, data_dir: str, seed: int) -> TrainTest:

@@ -51,6 +51,7 @@ KEY_KINDS: Dict[str, str] = {
     "label_noise": IDENTITY, "noise_mode": IDENTITY, "batch_size": IDENTITY, "select_batch_size": IDENTITY,
     "precision": IDENTITY, "channels_last": IDENTITY, "compile": IDENTITY, "data_path": IDENTITY,
     "selection_forward": IDENTITY, "bn_recalibrate": IDENTITY, "scoring": IDENTITY, "budget": IDENTITY,
+    "eval": IDENTITY,   # where rows land, and bn_recalibrate's re-estimates feed the scoring forwards
     # setting
     "epochs": SETTING, "hours": SETTING, "budget.amount": SETTING,
     # operational
@@ -95,6 +96,10 @@ class DatasetConfig:
     cutout: int = 0              # side of the zeroed square (DeVries & Taylor 2017); 0 = off
     subset: Optional[int] = None       # use only the first `subset` training examples (after a seeded shuffle)
     test_subset: Optional[int] = None  # likewise for the test set
+    # Validation split, held out of the training set after `subset` and before label noise (clean
+    # labels); seeded by val_seed alone, so every method and run seed shares it. 0 = no split.
+    val_fraction: float = 0.0
+    val_seed: int = 0
     # The loader: `_target_` plus its own keys (path, extra, n_train, ...).
     target: str = "sbrun.data.builtin.digits"
     loader: Dict[str, Any] = field(default_factory=dict)
@@ -115,6 +120,9 @@ class DatasetConfig:
         for key in ("subset", "test_subset"):
             v = getattr(self, key)
             check(v is None or v >= 1, f"dataset.{key}", v, "null or an integer >= 1")
+        check(0.0 <= self.val_fraction < 0.5, "dataset.val_fraction", self.val_fraction,
+              "a number in [0, 0.5) (0 = no validation split)")
+        check(self.val_seed >= 0, "dataset.val_seed", self.val_seed, "an integer >= 0")
 
     def node(self) -> Dict[str, Any]:
         """Back to the composed YAML layout (what summary.json and checkpoints record)."""
@@ -205,6 +213,24 @@ class BudgetConfig:
               "null or a number > 0")
 
 
+EVAL_UNITS = ["work", "backprops", "epochs"]
+
+
+@dataclass
+class EvalConfig:
+    """When a run evaluates. every=null: at every epoch end (and at a budget's end). every=X: each
+    time the run's usage in `unit` crosses the next multiple of X (checked after every step, on host
+    counters), and at the run's end; epoch ends then add no rows, so every method is evaluated at
+    the same compute points. Units as in BudgetConfig (work and backprops in Traditional epochs)."""
+    every: Optional[float] = None
+    unit: str = "work"
+
+    def __post_init__(self) -> None:
+        check(self.every is None or self.every > 0, "eval.every", self.every,
+              "null (evaluate at every epoch end) or a number > 0")
+        one_of("eval.unit", self.unit, EVAL_UNITS)
+
+
 @dataclass
 class ScoringConfig:
     """The scoring (selection) forward of loss-based samplers; cheaper scoring lowers their cost."""
@@ -236,6 +262,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     beta: Optional[float] = 2.0            # feeds sampler.beta where a sampler reads it; null where none does
     seed: int = 0
@@ -362,7 +389,7 @@ def validate(cfg: DictConfig | dict) -> Config:
 def to_dict(cfg: Config) -> dict:
     """The config as plain data, in the composed layout (components with their `_target_`)."""
     out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    for key in ("optim", "schedule", "budget", "scoring", "checkpoint"):
+    for key in ("optim", "schedule", "budget", "scoring", "eval", "checkpoint"):
         out[key] = dataclasses.asdict(out[key])
     out["dataset"] = cfg.dataset.node()
     out["model"] = cfg.model.node()

@@ -1,7 +1,7 @@
-"""Test-set evaluation, and batch-norm recalibration before it."""
+"""Test- and validation-set evaluation, and batch-norm recalibration before it."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -11,14 +11,26 @@ from .data import ImageSet
 from .seeding import generator
 
 
-def evaluate(p) -> Tuple[float, float]:
-    """(mean test loss, test accuracy) of the bare model in eval mode, sharded across ranks."""
+def scores(p) -> Dict[str, float]:
+    """test_loss, test_acc, test_error, and val_* likewise when the run holds out a validation
+    split (absent without one)."""
+    out = {}
+    for name, s in (("test", p.test_set), ("val", p.val_set)):
+        if s is not None:
+            loss, acc = evaluate(p, s)
+            out.update({f"{name}_loss": loss, f"{name}_acc": acc, f"{name}_error": 1.0 - acc})
+    return out
+
+
+def evaluate(p, s: Optional[ImageSet] = None) -> Tuple[float, float]:
+    """(mean loss, accuracy) of the bare model in eval mode on `s` (the test set by default),
+    sharded across ranks."""
     model = p.model
     model.eval()
     sums = torch.zeros(3, device=p.device)     # loss, correct, count
-    test = p.dist.shard_set(p.test_set)
+    part = p.dist.shard_set(p.test_set if s is None else s)
     with torch.inference_mode():
-        for x, y in batches(test, p, p.cfg.eval_batch_size):
+        for x, y in batches(part, p, p.cfg.eval_batch_size):
             with p.autocast:
                 out = model(x)
             sums += torch.stack([F.cross_entropy(out.float(), y, reduction="sum"),

@@ -13,9 +13,9 @@ from typing import Dict, Optional
 
 import torch
 
-from . import outputs, records
+from . import grid, outputs, records
 from . import state as run_state
-from .evaluate import evaluate, recalibrate_bn
+from .evaluate import recalibrate_bn, scores
 from .hooks import Hooks
 from .loop import budget_spent, capture_streams, forward, run_epoch, score, usage
 from .state import EpochState, RunState
@@ -72,7 +72,7 @@ class StopFlag:
 def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
     """Train until the run's end and return its final summary. `ep` is the epoch in progress of a
     mid-epoch checkpoint, or None to start the next epoch afresh."""
-    wall0 = time.perf_counter() - run.totals["wall_time"]
+    run.clock0 = time.perf_counter() - run.totals["wall_time"]
     ep = ep or new_epoch(p, run.epoch)
     run.stop_reason = None
     outputs.write_summary(p, run, records.RUNNING)
@@ -88,11 +88,12 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
                 capture_streams(p, ep)
                 ep.phases = phases
                 run_state.save(p, run, ep, mid=True)
-            row = close_epoch(p, run, ep, phases, time.perf_counter() - wall0, hooks)
+            wall = time.perf_counter() - run.clock0
+            close_epoch(p, run, ep, phases, wall, hooks)
             if ended == "budget":
                 reason = "budget"
                 break
-            outputs.fold_epoch(run, ep, row)
+            outputs.fold_epoch(run, ep, phases, wall)
             ep = new_epoch(p, run.epoch, carried=ep.queue if p.sampler.carries_queue else None)
             run_state.save(p, run, ep, mid=False)
             outputs.write_summary(p, run, records.RUNNING)
@@ -100,6 +101,8 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
                 log.info("time cap of %g h reached after epoch %d", p.cfg.hours, run.epoch)
                 reason = "hours"
                 break
+    if p.grid is not None:
+        grid.final_row(p, run, usage(p, run, ep), int(run.totals["steps"]) + ep.steps, hooks)
     run.stop_reason = reason
     outputs.finish_outputs(p, run)
     final = outputs.write_summary(p, run, records.FINISHED)
@@ -132,23 +135,16 @@ def end_phases(p, ep: EpochState) -> Dict[str, float]:
     return phases
 
 
-def close_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], wall: float, hooks: Hooks) -> Dict:
-    """Evaluate, write the epoch's row, log it and keep a loss snapshot when one is due."""
+def close_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], wall: float, hooks: Hooks) -> None:
+    """The sampler's end of epoch, then the epoch's row (evaluated after re-estimating batch-norm
+    statistics when asked); on an evaluation grid no row: the epoch's counters wait for the next."""
     extra = p.sampler.end_epoch(ep.epoch)
+    if p.grid is not None:
+        grid.end_epoch(p, run, ep, phases, extra)
+        return
     if p.cfg.bn_recalibrate:
         recalibrate_bn(p, ep.epoch)
-    test_loss, test_acc = evaluate(p)
-    row = outputs.epoch_row(p, run, ep, phases, extra, test_loss, test_acc, wall)
-    before = run.rows[-1]["budget_frac"] if run.rows else 0.0
-    run.rows.append(row)
-    if p.dist.rank == 0:
-        records.MetricsLog(p.run_dir, run.rows).write()
-        log.info(outputs.log_line(row, p.cfg))
-    last = row["budget_frac"] >= 1.0 - 1e-9
-    if outputs.snapshot_due(p.cfg.loss_snapshots, before, row["budget_frac"], last):
-        outputs.snapshot_losses(p, run)
-    hooks.call("on_epoch", row)
-    return row
+    outputs.record_row(p, run, outputs.epoch_row(p, run, ep, phases, extra, scores(p), wall), hooks)
 
 
 def stop_now(p, run: RunState, ep: EpochState, signum: Optional[int], phases: Dict[str, float]) -> None:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from . import grid
 from .budget import Usage
 from .config import ConfigError
 from .hooks import Hooks, StepInfo
@@ -58,6 +59,8 @@ def run_epoch(p, run: RunState, ep: EpochState, hooks: Hooks,
             if train_step(p, run, ep, step, hooks):
                 return "budget"
         rescore(p, run, ep)
+        if grid.due(p, run, end := usage(p, run, ep)):     # a grid point reached without a step after it
+            grid.evaluate_now(p, run, ep, end, hooks)
         return None
     finally:
         bar.close()
@@ -197,7 +200,10 @@ def train_step(p, run: RunState, ep: EpochState, step: Step, hooks: Hooks) -> bo
     ep.step_s = time.perf_counter() - t0
     # An epochs budget is spent at chunk boundaries (run_epoch checks before each chunk); the
     # other units can run out at any step.
-    return p.meter.unit != "epochs" and budget_spent(p, after)
+    spent = p.meter.unit != "epochs" and budget_spent(p, after)
+    if grid.due(p, run, after):      # eval.every: this step crossed a grid point
+        grid.evaluate_now(p, run, ep, after, hooks)
+    return spent
 
 
 def forward(p, kind: str, x: torch.Tensor) -> torch.Tensor:

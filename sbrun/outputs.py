@@ -15,6 +15,7 @@ from . import records
 from .budget import Usage
 from .config import to_dict
 from .state import EpochState, RunState
+from .timing import PHASES
 
 log = logging.getLogger("sbrun")
 
@@ -23,57 +24,93 @@ CHANCE_MARGIN = 1.5
 
 
 def epoch_row(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra: Dict[str, float],
-              test_loss: float, test_acc: float, wall_time: float) -> Dict[str, float]:
+              scores: Dict[str, float], wall_time: float) -> Dict[str, float]:
     """The metrics.csv row of `ep` (complete, or cut short by the budget), with the run's totals
     up to its end. Reduces this rank's counters across ranks (a collective)."""
-    sums = p.dist.all_sum(torch.stack([ep.loss_sum.float(), ep.mislabeled.float(),
-                                       torch.tensor(float(ep.backprops), device=p.device)]))
-    loss_sum, mislabeled, backprops = sums.tolist()
     tot = run.totals
     walked = ep.chunk / max(ep.n_chunks, 1)         # 1 for a complete epoch
     u = Usage(epochs=run.epoch + walked, select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
               backprops=int(tot["backprops"]) + ep.global_backprops, seconds=tot["train_time"] + phases["total"],
               extra_work=tot["extra_work"])
+    return metrics_row(p, run, u, ep.epoch + 1, int(tot["steps"]) + ep.steps, epoch_counters(p, ep, phases, walked),
+                       scores, extra, wall_time)
+
+
+def epoch_counters(p, ep: EpochState, phases: Dict[str, float], walked: float) -> Dict[str, float]:
+    """What `ep` has counted so far, all ranks together (a collective): the per-interval sums a
+    row reports (train loss, mislabeled and backpropagated examples, epochs walked, phase seconds)."""
+    sums = p.dist.all_sum(torch.stack([ep.loss_sum.float(), ep.mislabeled.float(),
+                                       torch.tensor(float(ep.backprops), device=p.device)]))
+    loss_sum, mislabeled, counted = sums.tolist()
+    return {"loss_sum": loss_sum, "mislabeled": mislabeled, "counted": counted,
+            "backprops": float(ep.global_backprops), "epochs": walked, **phases}
+
+
+# The keys of epoch_counters (PhaseTimer.end_epoch's phases plus the reduced counters).
+INTERVAL_KEYS = ("loss_sum", "mislabeled", "counted", "backprops", "epochs", *PHASES, "other", "total")
+
+
+def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: Dict[str, float],
+                scores: Dict[str, float], extra: Dict[str, float], wall_time: float) -> Dict[str, float]:
+    """A metrics.csv row: the run's cumulative counters at `u`, `interval`'s per-interval columns
+    (since the previous row: an epoch, or a stretch of the evaluation grid) and the scores."""
+    counted = interval["counted"]
     row = {
-        "epoch": ep.epoch + 1,
+        "epoch": epoch,
         "train_time_s": u.seconds,
         "wall_time_s": wall_time,
-        "epoch_time_s": phases["total"],
+        "epoch_time_s": interval["total"],
         "select_forwards": u.select_forwards,
         "backprops": u.backprops,
-        "steps": int(tot["steps"]) + ep.steps,
-        "examples_seen": round((run.epoch + walked) * p.n),
-        "backprop_frac": ep.global_backprops / (p.n * walked) if walked else 0.0,
+        "steps": steps,
+        "examples_seen": round(u.epochs * p.n),
+        "backprop_frac": interval["backprops"] / (p.n * interval["epochs"]) if interval["epochs"] else 0.0,
         "work": p.meter.work(u),
         "budget_frac": p.meter.fraction(u),
         "lr": run.lr,
-        "train_loss": loss_sum / backprops if backprops else float("nan"),
-        "test_loss": test_loss,
-        "test_acc": test_acc,
-        "test_error": 1.0 - test_acc,
-        "mislabeled_frac": mislabeled / backprops if backprops else 0.0,
-        "time_select_fwd_s": phases["select_fwd"],
-        "time_train_fwd_s": phases["train_fwd"],
-        "time_backward_s": phases["backward"],
-        "time_other_s": phases["other"] + phases["data"] + phases["bookkeeping"],
-        "time_data_s": phases["data"],
-        "time_bookkeeping_s": phases["bookkeeping"],
+        "train_loss": interval["loss_sum"] / counted if counted else float("nan"),
+        **scores,       # test_loss, test_acc, test_error (and val_* with a validation split)
+        "mislabeled_frac": interval["mislabeled"] / counted if counted else 0.0,
+        "time_select_fwd_s": interval["select_fwd"],
+        "time_train_fwd_s": interval["train_fwd"],
+        "time_backward_s": interval["backward"],
+        "time_other_s": interval["other"] + interval["data"] + interval["bookkeeping"],
+        "time_data_s": interval["data"],
+        "time_bookkeeping_s": interval["bookkeeping"],
     }
     row.update(extra)
     return row
 
 
-def fold_epoch(run: RunState, ep: EpochState, row: Dict) -> None:
+def record_row(p, run: RunState, row: Dict, hooks) -> None:
+    """Append a row, write metrics.csv, log it, keep a loss snapshot when one is due, call the
+    on_epoch hooks."""
+    before = run.rows[-1]["budget_frac"] if run.rows else 0.0
+    run.rows.append(row)
+    if p.dist.rank == 0:
+        records.MetricsLog(p.run_dir, run.rows).write()
+        log.info(log_line(row, p.cfg))
+    last = row["budget_frac"] >= 1.0 - 1e-9
+    if snapshot_due(p.cfg.loss_snapshots, before, row["budget_frac"], last):
+        snapshot_losses(p, run)
+    hooks.call("on_epoch", row)
+
+
+def fold_epoch(run: RunState, ep: EpochState, phases: Dict[str, float], wall_time: float) -> None:
     """Add a completed epoch's counters to the run's totals."""
-    run.totals.update(select_forwards=row["select_forwards"], backprops=row["backprops"], steps=row["steps"],
-                      train_time=row["train_time_s"], wall_time=row["wall_time_s"])
+    tot = run.totals
+    tot.update(select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
+               backprops=int(tot["backprops"]) + ep.global_backprops, steps=int(tot["steps"]) + ep.steps,
+               train_time=tot["train_time"] + phases["total"], wall_time=wall_time)
     run.epoch = ep.epoch + 1
 
 
 def log_line(row: Dict, cfg) -> str:
-    where = (f"{row['epoch']:>3}/{cfg.epochs}" if cfg.budget.amount is None else
-             f"{row['epoch']:>3} ({row['budget_frac']:.0%} of {cfg.budget.amount:g} {cfg.budget.unit})")
-    return (f"epoch {where}  test_acc {row['test_acc']:.4f}  train_loss {row['train_loss']:.4f}  "
+    epoch = f"{row['epoch']:>3}" if cfg.eval.every is None else f"{row['epoch']:.2f}"   # fractional on a grid
+    where = (f"{epoch}/{cfg.epochs}" if cfg.budget.amount is None else
+             f"{epoch} ({row['budget_frac']:.0%} of {cfg.budget.amount:g} {cfg.budget.unit})")
+    val = f"  val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+    return (f"epoch {where}  test_acc {row['test_acc']:.4f}{val}  train_loss {row['train_loss']:.4f}  "
             f"backprop {row['backprop_frac']:.3f}  lr {row['lr']:.4g}  time {row['train_time_s']:.1f}s")
 
 
@@ -100,7 +137,12 @@ def run_params(cfg) -> Dict:
             "bn_recalibrate": cfg.bn_recalibrate,
             # the scoring forward's cost options, like selection_forward, where the sampler scores
             "scoring_scale": cfg.scoring.scale if cfg.sampler.scores else None,
-            "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None}
+            "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None,
+            # the evaluation grid, where one is set (rows at equal compute points)
+            "eval_every": cfg.eval.every, "eval_unit": cfg.eval.unit if cfg.eval.every is not None else None,
+            # the validation split, where a run holds one out (it is part of what the run computes)
+            **{f"dataset_{k}": getattr(cfg.dataset, k) if cfg.dataset.val_fraction > 0 else None
+               for k in ("val_fraction", "val_seed")}}
 
 
 def summary(p, run: RunState, status: str, **extra) -> Dict:
@@ -154,7 +196,8 @@ def snapshot_due(k: int, before: float, after: float, last: bool) -> bool:
 def snapshot_losses(p, run: RunState) -> None:
     """Keep per-example losses for the loss-CDF figure (every rank joins the reduction)."""
     losses = p.dist.all_min(run.last_loss).cpu().clone()
-    run.snapshots[f"epoch_{run.rows[-1]['epoch']}"] = losses
+    # keyed by the 1-based epoch in progress (a grid row's fractional epoch, rounded up)
+    run.snapshots[f"epoch_{math.ceil(run.rows[-1]['epoch'] - 1e-9)}"] = losses
     if p.dist.rank == 0:
         records.write_npz(p.run_dir / records.SNAPSHOTS, **{k: v.numpy() for k, v in run.snapshots.items()})
 

@@ -31,6 +31,12 @@ class RunState:
     snapshots: Dict[str, torch.Tensor] = field(default_factory=dict)
     lr: float = 0.0
     stop_reason: Optional[str] = None  # epochs | hours | budget, once the run has ended
+    # Evaluation grid (eval.every): grid points evaluated so far, the interval counters of the
+    # epochs completed since the last row, and the sampler's latest end-of-epoch columns.
+    evals: int = 0
+    pending: Dict[str, float] = field(default_factory=dict)
+    extra: Dict[str, float] = field(default_factory=dict)
+    clock0: float = 0.0                # runtime: perf_counter() at which wall_time was 0 (not checkpointed)
 
     @classmethod
     def new(cls, n: int, device: torch.device, lr: float) -> "RunState":
@@ -39,7 +45,8 @@ class RunState:
 
     def shared(self) -> dict:
         return {"epoch": self.epoch, "totals": dict(self.totals), "rows": list(self.rows),
-                "snapshots": dict(self.snapshots), "lr": self.lr, "stop_reason": self.stop_reason}
+                "snapshots": dict(self.snapshots), "lr": self.lr, "stop_reason": self.stop_reason,
+                "evals": self.evals, "pending": dict(self.pending), "extra": dict(self.extra)}
 
 
 @dataclass
@@ -58,6 +65,7 @@ class EpochState:
     phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume
     visit: Optional[torch.Tensor] = None                     # the sampler's pass-through mask
     gen_states: Optional[Dict[str, torch.Tensor]] = None     # selection/augmentation streams
+    mark: Dict[str, float] = field(default_factory=dict)     # interval counters at this epoch's last row (eval.every)
     # Runtime only (rebuilt by loop.start_epoch, never checkpointed):
     gen: Optional[torch.Generator] = None   # this rank's selection stream
     step_s: float = 0.0                     # the last step's duration (seconds budgets)
@@ -71,7 +79,7 @@ class EpochState:
                    nonfinite=torch.zeros((), dtype=torch.bool, device=device))
 
     def shared(self) -> dict:
-        keep = ("epoch", "chunk", "n_chunks", "global_backprops", "select_forwards", "steps", "phases")
+        keep = ("epoch", "chunk", "n_chunks", "global_backprops", "select_forwards", "steps", "phases", "mark")
         return {k: getattr(self, k) for k in keep}
 
     def local(self) -> dict:
@@ -107,6 +115,15 @@ def save(p, run: RunState, ep: EpochState, mid: bool) -> None:
     ckpt.save(p.run_dir, payload, ckpt.tag(ep.epoch, ep.chunk if mid else None), p.cfg.checkpoint.keep)
 
 
+def kept_rows(p, shared: dict) -> List[Dict]:
+    """The rows a continued run keeps. A row of a partial epoch (a run that ended on its budget
+    mid-epoch) is dropped: the continued epoch writes its complete row. On an evaluation grid
+    every saved row is a grid point (a run's final row is written after its last checkpoint)."""
+    if p.cfg.eval.every is not None:
+        return list(shared["rows"])
+    return [r for r in shared["rows"] if r["epoch"] <= int(shared["epoch"])]
+
+
 def restore(p, payload: dict) -> Tuple[RunState, Optional[EpochState]]:
     """The run state (and the epoch in progress, for a mid-epoch checkpoint) of a checkpoint,
     loaded into the parts' model, optimizer and sampler."""
@@ -127,10 +144,9 @@ def restore(p, payload: dict) -> Tuple[RunState, Optional[EpochState]]:
     shared = payload["run"]
     run = RunState(local["last_loss"].to(p.device), local["counts"].to(p.device), epoch=int(shared["epoch"]),
                    totals={**{k: 0.0 for k in TOTALS}, **shared["totals"]}, snapshots=dict(shared["snapshots"]),
-                   lr=float(shared["lr"]), stop_reason=shared.get("stop_reason"),
-                   # a row of a partial epoch (a run that ended on its budget mid-epoch) is dropped: the
-                   # continued epoch writes its complete row
-                   rows=[r for r in shared["rows"] if r["epoch"] <= int(shared["epoch"])])
+                   lr=float(shared["lr"]), stop_reason=shared.get("stop_reason"), evals=int(shared.get("evals", 0)),
+                   pending=dict(shared.get("pending", {})), extra=dict(shared.get("extra", {})),
+                   rows=kept_rows(p, shared))
     set_global_rng_state(payload["rng"])
     ep = None
     if local.get("carried") is not None:
