@@ -227,7 +227,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> Protocol:
                     help="error (fraction) for 'smallest budget'; default 1.1 x the baseline's at its largest budget")
     ap.add_argument("--out-dir", type=Path, default=Path("results"))
     ap.add_argument("overrides", nargs="*", help="sbrun overrides for every job (after --)")
-    a = ap.parse_args(argv)
+    a = ap.parse_intermixed_args(argv)
     budgets = sorted(a.budgets)
     if a.tune_budget is None:
         tune = budgets[len(budgets) // 2]

@@ -113,6 +113,10 @@ def verdict_lines(table: pd.DataFrame, baseline: str) -> List[str]:
         if n < 2 or not np.isfinite(lo):
             lines.append(head + f"only {n} paired seed(s); no interval, no verdict.")
             continue
+        if lo == hi == 0:
+            lines.append(head + f"identical test error on all {n} paired seeds (the budget ends before selection "
+                         f"changes anything, e.g. within the priming epoch).")
+            continue
         span = (f"{points(r['diff_mean'])} points of test error [{points(lo)}, {points(hi)}], "
                 f"95% CI over {n} paired seeds")
         if hi < 0:
@@ -133,10 +137,15 @@ def markdown_table(table: pd.DataFrame, columns: Sequence[str]) -> List[str]:
     return out
 
 
+COUNTS = {"n", "diff_n", "seeds", "failed"}
+
+
 def fmt_cell(v, column: str) -> str:
-    if isinstance(v, (float, np.floating)):
+    if isinstance(v, (float, np.floating, int, np.integer)):
         if not np.isfinite(v):
             return "n/a"
+        if column in COUNTS:
+            return str(int(v))
         if column.startswith(("error", "diff", "mean_val", "target")):
             return f"{100 * v:.2f}"
         return f"{v:g}"
