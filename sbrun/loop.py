@@ -154,7 +154,7 @@ def train_chunk(p, run: RunState, ep: EpochState, chunk, hooks: Hooks) -> bool:
     # One small collective per chunk: every rank's kept count (the step ledger), its chunk size
     # (the scoring count) and whether it ran out of its time cap in the first epoch.
     info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run))])
-    if need is Need.FRESH:
+    if need in (Need.FRESH, Need.CHARGED):
         ep.select_forwards += sum(r[1] for r in info)
     ep.queue.push(idx, x, y, sel.weight, [r[0] for r in info])
     while (step := ep.queue.pop()) is not None:

@@ -33,6 +33,7 @@ class Need(enum.Enum):
     NONE = "none"        # decide without losses
     CACHED = "cached"    # each example's most recent known loss
     FRESH = "fresh"      # a scoring forward on this chunk
+    CHARGED = "charged"  # decide without losses, but count a scoring forward as if one ran (a cost-matched control)
 
 
 @dataclass

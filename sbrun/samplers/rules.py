@@ -45,6 +45,12 @@ def bernoulli_weights(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(probs > 0, m / (n * safe), torch.zeros_like(probs))
 
 
+def uniform_positions(n: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """k of the positions 0..n-1, drawn uniformly without replacement (on the generator's device)."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randperm(n, generator=generator, device=device)[:k]
+
+
 # --- Katharopoulos & Fleuret 2018 (the paper's Kath18 comparator) -------------------------------
 
 def loss_proportional(losses: torch.Tensor) -> torch.Tensor:

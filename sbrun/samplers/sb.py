@@ -24,12 +24,18 @@ class SBConfig(SamplerConfig):
     # Fidelity to the authors' code (README, "Fidelity"); sbrun's defaults first.
     cadence: str = "sbrun"       # sbrun: fresh scoring in selective epochs 0, n, 2n, ...; authors: n-1, 2n-1, ...
     prime_scoring: bool = False  # run (and count) scoring forwards during priming, as the authors' code does
+    # loss: SB's rule. random: the rule decides only how many of each chunk to keep, and that many are
+    # drawn uniformly (a control matched to SB in scoring, count and schedule: README, Samplers)
+    choose: str = "loss"
     scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.beta > 0, "beta", self.beta, "a number > 0")
         check(self.cadence in ("sbrun", "authors"), "sampler.cadence", self.cadence, "sbrun, authors")
+        check(self.choose in ("loss", "random"), "sampler.choose", self.choose, "loss, random")
+        check(not (self.reweight and self.choose == "random"), "sampler.reweight", self.reweight,
+              "false when sampler.choose=random (its weights belong to the loss-based choice)")
         check(self.history >= 1, "sampler.history", self.history, "an integer >= 1")
         check(0.0 <= self.min_prob <= 1.0, "sampler.min_prob", self.min_prob, "a number in [0, 1]")
         check(self.staleness >= 1, "sampler.staleness", self.staleness, "an integer >= 1")
@@ -70,6 +76,8 @@ class SBSampler(Sampler):
             return Selection.everything()
         probs = self.rule.probabilities(losses, observed=ctx.window)
         pos = rules.bernoulli_keep(probs, ctx.generator).nonzero().squeeze(1)
+        if self.cfg.choose == "random":
+            pos = rules.uniform_positions(probs.numel(), pos.numel(), ctx.generator)
         weight = rules.bernoulli_weights(probs)[pos] if self.cfg.reweight else None
         return Selection(pos, weight)
 
