@@ -148,6 +148,28 @@ def cost_model_speedup(f_sel: float, fb: float, frac: float, staleness: int = 1)
 
 
 
+# --- RS2: repeated random subsets without replacement (Okanovic et al.; PatrikOkanovic/RS2) ------
+
+def rs2_window(epoch: int, n: int, size: int) -> tuple[int, int, int]:
+    """(pass, start, end) of the reference's subset for `epoch` (0-based): consecutive slices
+    [start, end) of one permutation of the n examples; a pass ends when a slice ends exactly at n
+    or after a slice that wraps (start >= end: the permutation's tail, then its head up to `end`),
+    and the next pass draws a new permutation. The reference advances end by size modulo n + 1,
+    so a wrapping slice holds size - 1 examples (RS2 uniform_no_replacement.py L21-31)."""
+    pas, start, end = 0, 0, size
+    for _ in range(epoch):
+        if end < start or end == n:
+            pas, start, end = pas + 1, 0, size
+        else:
+            start, end = end, (end + size) % (n + 1)
+    return pas, start, end
+
+
+def rs2_subset(perm: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """The examples of one RS2 window of the permutation `perm`."""
+    return perm[start:end] if start < end else torch.cat([perm[start:], perm[:end]])
+
+
 # --- Pruning at epoch start: InfoBatch (Qin et al. 2024) and KAKURENBO (Thao Nguyen et al. 2023) --
 # These decide once per epoch, over the whole training set, which examples the epoch skips.
 
