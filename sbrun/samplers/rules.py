@@ -204,11 +204,15 @@ def infobatch_prune(scores: torch.Tensor, prune_ratio: float,
     return visit, weight
 
 
-def infobatch_prunes(progress: float, delta: float) -> bool:
-    """Whether an epoch starting at `progress` (fraction of the run done) prunes: the reference's
-    `epoch <= delta * epochs`, so pruning stops for the epochs that start after delta of the run.
-    The tolerance absorbs the rounding of progress = epoch / epochs."""
-    return progress <= delta + 1e-9
+def infobatch_prunes(epoch: int, progress: float, delta: float) -> bool:
+    """Whether epoch `epoch` (0-based), starting at `progress` (fraction of the run done), prunes.
+    The reference's sampler calls reset() once in its constructor, so epoch e runs reset number
+    e + 1 and prunes while e + 1 <= delta * epochs (InfoBatch infobatch.py L174, L180-190): only
+    epochs that END within delta of the run prune. The epoch's end is progress * (e + 1) / e,
+    exact for a run measured in epochs and the mean epoch so far under a budget (epoch 0 prunes
+    nothing anyway: no example has a score yet). The tolerance absorbs the rounding of progress."""
+    end = progress * (epoch + 1) / epoch if epoch > 0 else progress
+    return end <= delta + 1e-9
 
 
 KAKURENBO_DECAY = (1.0, 0.8, 0.6, 0.4)   # F_e / F before the 1st, after the 1st, 2nd and 3rd lr drop
