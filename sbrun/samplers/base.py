@@ -117,6 +117,7 @@ class Sampler:
     global_losses = False        # needs every rank's chunk losses (ctx.window) under DDP
     global_observations = False  # needs every rank's observations in `observe` under DDP
     wants_predictions = False    # needs confidence/correctness in `observe`
+    steps_per_chunk: Optional[int] = None   # most SGD steps one chunk may take; None = every full batch waiting
 
     def __init__(self, cfg: SamplerConfig, env: SamplerEnv):
         self.cfg = cfg
@@ -130,6 +131,10 @@ class Sampler:
 
     def chunk_size(self, select_size: int) -> int:
         return select_size
+
+    def epoch_chunk(self, epoch: int, chunk: int) -> int:
+        """The chunk size of `epoch`, given the run's (`chunk_size`); a pure function of the epoch."""
+        return chunk
 
     def priming(self, ctx: Ctx) -> bool:
         return ctx.epoch < self.cfg.prime_epochs
