@@ -94,7 +94,8 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
                 reason = "budget"
                 break
             outputs.fold_epoch(run, ep, phases, wall)
-            ep = new_epoch(p, run.epoch, carried=ep.queue if p.sampler.carries_queue else None)
+            # what still waits is carried (epoch_end=carry, or the remainder after the authors' final full step)
+            ep = new_epoch(p, run.epoch, carried=ep.queue if len(ep.queue) else None)
             run_state.save(p, run, ep, mid=False)
             outputs.write_summary(p, run, records.RUNNING)
             if p.cfg.hours is not None and p.dist.any(run.totals["train_time"] >= p.cfg.hours * 3600):

@@ -40,22 +40,25 @@ def run_epoch(p, run: RunState, ep: EpochState, hooks: Hooks,
     start_epoch(p, run, ep)
     bar = tqdm(total=ep.n_chunks, initial=ep.chunk, desc=f"epoch {ep.epoch + 1}", leave=False,
                disable=p.bar_disabled, unit="batch")
+    last_steps = 0      # steps the epoch's last chunk took (the authors' partial step depends on it)
     try:
-        for chunk in p.stream.chunks(p.chunk, ep.n_chunks, start=ep.chunk, visit=ep.visit):
+        for chunk in p.stream.chunks(epoch_chunk(p, ep), ep.n_chunks, start=ep.chunk, visit=ep.visit):
             if budget_spent(p, usage(p, run, ep)):
                 # epoch_end=flush: what waits becomes the run's last step, at the schedule's final lr;
                 # carry: it is never stepped nor counted
                 if not p.sampler.carries_queue and (step := ep.queue.flush()) is not None:
                     train_step(p, run, ep, step, hooks)
                 return "budget"
+            before = ep.steps
             spent = train_chunk(p, run, ep, chunk, hooks)
+            last_steps = ep.steps - before
             ep.chunk += 1
             bar.update(1)
             if spent:
                 return "budget"
             if p.dist.any(stop_requested()) and ep.chunk < ep.n_chunks:
                 return "signal"
-        if not p.sampler.carries_queue and (step := ep.queue.flush()) is not None:
+        if flush_due(p, last_steps) and (step := ep.queue.flush()) is not None:
             if train_step(p, run, ep, step, hooks):
                 return "budget"
         rescore(p, run, ep)
@@ -66,6 +69,20 @@ def run_epoch(p, run: RunState, ep: EpochState, hooks: Hooks,
         bar.close()
         if p.cfg.nan_check:
             check_finite(p, ep)
+
+
+def epoch_chunk(p, ep: EpochState) -> int:
+    """This epoch's selection batch ("chunk") size: the run's, unless the sampler groups its
+    chunks per epoch (the SB authors' stale epochs)."""
+    return p.sampler.epoch_chunk(ep.epoch, p.chunk)
+
+
+def flush_due(p, last_steps: int) -> bool:
+    """epoch_end=flush: whether the examples still waiting take one smaller step. With a cap on
+    steps per chunk, only when the last chunk had a step left (the authors' get_batch(final=True)
+    returns a full batch when one waits, and all that waits only otherwise)."""
+    cap = p.sampler.steps_per_chunk
+    return not p.sampler.carries_queue and (cap is None or last_steps < cap)
 
 
 def start_epoch(p, run: RunState, ep: EpochState) -> None:
@@ -84,7 +101,8 @@ def start_epoch(p, run: RunState, ep: EpochState) -> None:
             ep.visit = ep.visit.to(p.device)
         visited = len(p.stream) if ep.visit is None else int(ep.visit[p.stream.shard].sum())
         # every rank walks the same number of chunks, so the per-chunk collectives pair up
-        ep.n_chunks = max(1, max(math.ceil(n / p.chunk) for n, in p.dist.gather_ints([visited])))
+        size = epoch_chunk(p, ep)
+        ep.n_chunks = max(1, max(math.ceil(n / size) for n, in p.dist.gather_ints([visited])))
     set_lr(p, run, ep, usage(p, run, ep))
     p.timer.start_epoch()
 
@@ -157,10 +175,12 @@ def train_chunk(p, run: RunState, ep: EpochState, chunk, hooks: Hooks) -> bool:
     # One small collective per chunk: every rank's kept count (the step ledger), its chunk size
     # (the scoring count) and whether it ran out of its time cap in the first epoch.
     info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run))])
-    if need is Need.FRESH:
+    if need in (Need.FRESH, Need.CHARGED):
         ep.select_forwards += sum(r[1] for r in info)
     ep.queue.push(idx, x, y, sel.weight, [r[0] for r in info])
-    while (step := ep.queue.pop()) is not None:
+    cap, taken = p.sampler.steps_per_chunk, 0
+    while (cap is None or taken < cap) and (step := ep.queue.pop()) is not None:
+        taken += 1
         if train_step(p, run, ep, step, hooks):
             return True
     if any(r[2] for r in info):

@@ -18,7 +18,7 @@ HARNESS = Path(__file__).with_name("ddp_harness.py")
 # A linear model (no batch norm, no dropout) and no augmentation: every gradient is exact.
 DDP_RUN = [o for o in TINY if not o.startswith("model")] + [
     "model=linear", "epochs=4", "label_noise=0.1", "sampler.staleness=2", "batch_size=32",
-    "select_batch_size=64", "dataset.n_train=500"]
+    "select_batch_size=64", "dataset.n_train=500", "sampler.epoch_end=flush"]   # priming backprops all 500
 
 
 def torchrun(*args, nproc=2, timeout=240):

@@ -33,19 +33,58 @@ def step_sizes():
     hooks.GLOBAL.after_step.remove(fn)
 
 
-def test_stale_sb_as_the_authors_ran_it(tmp_path, step_sizes):
-    res = run_sbrun(*TINY, "sampler=stale_sb_authors", "epochs=5", f"out_dir={tmp_path}", "name=a")
-    assert res.returncode == 0, res.stderr
-    df = pd.read_csv(tmp_path / "runs" / "a" / "metrics.csv")
+def authors_sb_steps(groups, batch):
+    """The SB authors' stepping, read from SelectiveBackprop lib/trainer.py (MemoizedTrainer.train_batch
+    L226-239, Trainer.get_batch L166-183), on counts: each forward group adds its chosen examples
+    to the backprop queue and then takes at most ONE step: a full batch if one waits; else, on the
+    epoch's final group only, all that waits as one smaller step. `groups`: (epoch, chosen, final)."""
+    waiting, steps = 0, []
+    for epoch, chosen, final in groups:
+        waiting += chosen
+        if waiting >= batch:
+            steps.append((epoch, batch))
+            waiting -= batch
+        elif final and waiting:
+            steps.append((epoch, waiting))
+            waiting = 0
+    return steps, waiting
+
+
+@pytest.fixture
+def chunk_log(monkeypatch):
+    """(epoch, chunk size, examples chosen) of every selection the SB sampler answers."""
+    from sbrun.samplers.sb import SBSampler
+    log, select = [], SBSampler.select
+
+    def spy(self, losses, ctx):
+        sel = select(self, losses, ctx)
+        log.append((ctx.epoch, ctx.idx.numel(), ctx.idx.numel() if sel.pos is None else sel.pos.numel()))
+        return sel
+    monkeypatch.setattr(SBSampler, "select", spy)
+    return log
+
+
+def test_stale_sb_as_the_authors_ran_it(run_tiny, step_sizes, chunk_log):
+    run_dir, summary = run_tiny("sampler=stale_sb_authors", "epochs=6")
+    df = pd.read_csv(run_dir / "metrics.csv")
     per_epoch = df["select_forwards"].diff().fillna(df["select_forwards"].iloc[0]).tolist()
-    # priming is scored (cost only); selective epochs 0 and 1 decide on known losses; epoch 2 scores
-    assert per_epoch == [512, 0, 0, 512, 0]
-    assert df["backprop_frac"].iloc[0] == 1.0 and (df["backprop_frac"].iloc[1:] < 0.6).all()
-    # the authors' get_batch(final=True): an epoch's last step is smaller when fewer than a
-    # batch of chosen examples wait (every other step is full)
-    for epoch in range(5):
-        sizes = [total for e, total in step_sizes if e == epoch]
-        assert all(n == 32 for n in sizes[:-1]) and 1 <= sizes[-1] <= 32, sizes
+    # priming is scored (cost only); the authors' per-example counter scores selective epoch 2
+    # (epoch 3); selective epochs 0, 1, 3, 4 decide on known losses
+    assert per_epoch == [512, 0, 0, 512, 0, 0]
+    # Forward groups: batches of 32 in scored epochs; in stale ones the forward queue flushes only
+    # past 4 batches, so groups of 5 x 32 = 160 (and the epoch's last 512 - 3 x 160 = 32)
+    for epoch in range(6):
+        sizes = [n for e, n, _ in chunk_log if e == epoch]
+        assert sizes == ([160, 160, 160, 32] if epoch in (1, 2, 4, 5) else [32] * 16), (epoch, sizes)
+    groups = [(e, chosen, i == len(ev) - 1) for e in range(6)
+              for ev in [[c for ee, _, c in chunk_log if ee == e]] for i, chosen in enumerate(ev)]
+    expected, left = authors_sb_steps(groups, 32)
+    assert step_sizes == expected
+    # stale epochs step at most 4 times for ~170 chosen: a backlog builds up and is carried
+    assert all(sum(1 for e, _ in step_sizes if e == epoch) <= 4 for epoch in (1, 2, 4, 5))
+    assert [round(f * 512) for f in df["backprop_frac"]] == [sum(n for e, n in expected if e == epoch)
+                                                             for epoch in range(6)]
+    assert summary["total_backprops"] == sum(n for _, n in expected)      # `left` never stepped
 
 
 def test_kath18_dedupe_backprops_each_drawn_example_once():

@@ -70,12 +70,13 @@ def test_infobatch_prunes_a_random_share_of_the_well_learned_and_reweights_the_r
 
 
 def test_pruning_stops_after_delta_of_the_run_like_the_reference():
-    # the reference prunes epoch e (0-based) of E while e <= delta * E
+    # Read from the reference: the constructor's reset() makes epoch e (0-based) the (e+1)-th
+    # reset, which prunes while e + 1 <= delta * epochs (infobatch.py L174, L180-190)
     for epochs in (8, 10, 200):
-        pruning = [e for e in range(epochs) if rules.infobatch_prunes(e / epochs, 0.875)]
-        assert pruning == [e for e in range(epochs) if e <= 0.875 * epochs]
-    assert [rules.infobatch_prunes(e / 200, 0.875) for e in (175, 176)] == [True, False]
-    assert [rules.infobatch_prunes(e / 10, 0.875) for e in (8, 9)] == [True, False]
+        pruning = [e for e in range(epochs) if rules.infobatch_prunes(e, e / epochs, 0.875)]
+        assert pruning == [e for e in range(epochs) if e + 1 <= 0.875 * epochs]
+    assert [rules.infobatch_prunes(e, e / 200, 0.875) for e in (174, 175)] == [True, False]   # 25 full epochs
+    assert [rules.infobatch_prunes(e, e / 10, 0.875) for e in (7, 8)] == [True, False]
 
 
 # --- InfoBatch sampler ---------------------------------------------------------------------------
@@ -109,8 +110,8 @@ def test_infobatch_skipped_scores_stay_stale_and_rescoring_is_ignored():
 def test_infobatch_trains_on_everything_after_delta():
     s = InfoBatchConfig(name="infobatch", delta=0.5).make(env(16))
     observe(s, range(16), [0.1] * 10 + [10.0] * 6)
-    assert s.visit(5, 0.5, gen()) is not None
-    assert s.visit(6, 0.6, gen()) is None
+    assert s.visit(4, 0.4, gen()) is not None                            # ends at 0.5: prunes
+    assert s.visit(5, 0.5, gen()) is None                                # ends at 0.6
     assert s.select(None, ctx(range(16))).weight is None                 # weights back to 1 (see README)
     assert s.end_epoch(6)["pruned_frac"] == 0.0
 
@@ -256,7 +257,10 @@ def test_a_pruning_run_on_digits(tmp_path, sampler):
 
 @pytest.mark.parametrize("sampler", ["infobatch", "kakurenbo"])
 def test_a_work_budget_buys_more_epochs_when_examples_are_pruned(run_tiny, sampler):
-    run_dir, summary = run_tiny(f"sampler={sampler}", "budget.unit=work", "budget.amount=2")
+    # InfoBatch prunes only epochs that end within delta of the run; at 2 units its second epoch
+    # would end at the budget, so delta=1 lets it prune there
+    extra = ["sampler.delta=1.0"] if sampler == "infobatch" else []
+    run_dir, summary = run_tiny(f"sampler={sampler}", "budget.unit=work", "budget.amount=2", *extra)
     df = pd.read_csv(run_dir / "metrics.csv")
     # Epoch 1 costs 1 Traditional epoch; pruned epochs cost less, so 2 units reach into epoch 3.
     assert df["epoch"].iloc[-1] == 3 and df["budget_frac"].iloc[-1] == pytest.approx(1.0)

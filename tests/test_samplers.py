@@ -9,6 +9,8 @@ from sbrun.samplers import Ctx, Need, Observation, SamplerEnv, rules
 from sbrun.samplers.baselines import ComposerConfig, Kath18Config, RandomConfig, TopKConfig
 from sbrun.samplers.sb import SBConfig
 from sbrun.selection import LossHistory
+from sbrun.runner import train
+from conftest import make_config
 
 CPU = torch.device("cpu")
 CONFIGS = {"sb": SBConfig, "random": RandomConfig, "topk": TopKConfig, "composer": ComposerConfig,
@@ -54,6 +56,46 @@ def test_random_rate_matches_its_target(beta, prob, target):
 def test_random_primes_like_sb():
     s = make("random", prime_epochs=1)
     assert select(s, None, 64, ctx(epoch=0)).pos is None
+
+
+def test_matched_random_is_charged_sbs_scoring_but_never_looks_at_losses():
+    s = make("random", charge_scoring=True, prime_epochs=1)
+    assert need(s, ctx(epoch=0)) is Need.NONE                 # priming: SB scores nothing either
+    assert need(s, ctx(epoch=1)) is Need.CHARGED              # counted as scored, never run
+    assert select(s, None, 64, ctx(epoch=1)).weight is None
+
+
+@pytest.mark.slow
+def test_at_equal_work_the_matched_random_controls_take_about_sbs_backprops(tmp_path):
+    digits = ["dataset=digits", "dataset.subset=512", "dataset.test_subset=64", "batch_size=32", "optim.lr=0.05",
+              "plots=false", "progress=off", "budget.unit=work", "budget.amount=4", "epochs=1", "seed=0",
+              "bn_recalibrate=0", "checkpoint.enabled=false"]
+    spent = {}
+    for run in ("sampler=traditional", "sampler=sb", "sampler=sb sampler.choose=random", "sampler=random_matched"):
+        summary = train(make_config(digits + run.split()), tmp_path / str(len(spent)))
+        assert summary["total_work"] == pytest.approx(4.0, abs=0.1)
+        spent[run] = summary["total_backprops"]
+    sb = spent["sampler=sb"]
+    # Measured with this seed: SB 1120, choose=random 1184 (+5.7%), random_matched 1280 (+14%),
+    # Traditional 2048. SB's realised rate falls below 1/(1+beta) as its losses fall; choose=random
+    # follows it (the rule sets the count), random_matched keeps the nominal 1/3.
+    assert abs(spent["sampler=sb sampler.choose=random"] - sb) / sb < 0.08, spent
+    assert abs(spent["sampler=random_matched"] - sb) / sb < 0.18, spent
+    assert spent["sampler=traditional"] > 1.6 * sb, spent
+
+
+def test_sb_choose_random_keeps_the_rules_count_uniformly():
+    losses = torch.linspace(0.01, 5.0, 128)
+    a, b = make("sb", beta=2.0), make("sb", beta=2.0, choose="random")
+    counts, low = [], 0
+    for seed in range(200):
+        pa = select(a, losses, 128, ctx(seed=seed)).pos
+        pb = select(b, losses, 128, ctx(seed=seed)).pos
+        assert pb.numel() == pa.numel() and pb.unique().numel() == pb.numel()     # same draw, same count
+        counts.append(pb.numel())
+        low += int((pb < 64).sum())
+    # SB keeps almost none of the lower half; the uniform choice keeps about half its picks there
+    assert abs(low / sum(counts) - 0.5) < 0.03
 
 
 # --- topk ----------------------------------------------------------------------------------------

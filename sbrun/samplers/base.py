@@ -33,6 +33,7 @@ class Need(enum.Enum):
     NONE = "none"        # decide without losses
     CACHED = "cached"    # each example's most recent known loss
     FRESH = "fresh"      # a scoring forward on this chunk
+    CHARGED = "charged"  # decide without losses, but count a scoring forward as if one ran (a cost-matched control)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class Sampler:
     global_losses = False        # needs every rank's chunk losses (ctx.window) under DDP
     global_observations = False  # needs every rank's observations in `observe` under DDP
     wants_predictions = False    # needs confidence/correctness in `observe`
+    steps_per_chunk: Optional[int] = None   # most SGD steps one chunk may take; None = every full batch waiting
 
     def __init__(self, cfg: SamplerConfig, env: SamplerEnv):
         self.cfg = cfg
@@ -129,6 +131,10 @@ class Sampler:
 
     def chunk_size(self, select_size: int) -> int:
         return select_size
+
+    def epoch_chunk(self, epoch: int, chunk: int) -> int:
+        """The chunk size of `epoch`, given the run's (`chunk_size`); a pure function of the epoch."""
+        return chunk
 
     def priming(self, ctx: Ctx) -> bool:
         return ctx.epoch < self.cfg.prime_epochs

@@ -44,6 +44,10 @@ class RandomConfig(_FractionConfig):
     """Uniform-subset control: keep each example with probability `prob`."""
     name: str = "random"
     prob: Optional[float] = None     # null = 1/(1+beta), SB's expected fraction
+    # Charge a scoring forward for every example SB would score (after priming), without running
+    # it: counted in select_forwards and so in `work`, so that at equal work the control takes
+    # SB's backprops and SB's lr schedule and differs from SB only in which examples it keeps.
+    charge_scoring: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,7 +62,11 @@ class RandomConfig(_FractionConfig):
 
 class RandomSubset(Sampler):
     """Same number of backprops as SB, chosen without looking at losses: the control that tells
-    "which examples" apart from "how many"."""
+    "which examples" apart from "how many". Matched to SB in cost too with `charge_scoring`
+    (`sampler=random_matched`); otherwise, at equal work it backpropagates as much as Traditional."""
+
+    def need(self, ctx: Ctx) -> Need:
+        return Need.CHARGED if self.cfg.charge_scoring and not self.priming(ctx) else Need.NONE
 
     def select(self, losses, ctx: Ctx) -> Selection:
         if self.priming(ctx):

@@ -22,7 +22,7 @@ NOMINAL_BELOW_MEAN = 0.5
 class InfoBatchConfig(SamplerConfig):
     name: str = "infobatch"
     prune_ratio: float = 0.5     # share of the well-learned examples skipped each epoch
-    delta: float = 0.875         # prune while the epoch starts within this fraction of the run
+    delta: float = 0.875         # prune while the epoch ends within this fraction of the run (the reference)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,7 +57,7 @@ class InfoBatch(Sampler):
     def visit(self, epoch: int, progress: float, generator: torch.Generator) -> Optional[torch.Tensor]:
         self.weight = None
         self.stats = {"pruned_frac": 0.0, "well_learned_frac": 0.0}
-        if epoch < self.cfg.prime_epochs or not rules.infobatch_prunes(progress, self.cfg.delta):
+        if epoch < self.cfg.prime_epochs or not rules.infobatch_prunes(epoch, progress, self.cfg.delta):
             return None
         visit, weight = rules.infobatch_prune(self.scores, self.cfg.prune_ratio, generator)
         n, pruned = self.env.n_train, int((~visit).sum())

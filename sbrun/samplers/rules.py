@@ -45,6 +45,12 @@ def bernoulli_weights(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(probs > 0, m / (n * safe), torch.zeros_like(probs))
 
 
+def uniform_positions(n: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """k of the positions 0..n-1, drawn uniformly without replacement (on the generator's device)."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.randperm(n, generator=generator, device=device)[:k]
+
+
 # --- Katharopoulos & Fleuret 2018 (the paper's Kath18 comparator) -------------------------------
 
 def loss_proportional(losses: torch.Tensor) -> torch.Tensor:
@@ -142,6 +148,28 @@ def cost_model_speedup(f_sel: float, fb: float, frac: float, staleness: int = 1)
 
 
 
+# --- RS2: repeated random subsets without replacement (Okanovic et al.; PatrikOkanovic/RS2) ------
+
+def rs2_window(epoch: int, n: int, size: int) -> tuple[int, int, int]:
+    """(pass, start, end) of the reference's subset for `epoch` (0-based): consecutive slices
+    [start, end) of one permutation of the n examples; a pass ends when a slice ends exactly at n
+    or after a slice that wraps (start >= end: the permutation's tail, then its head up to `end`),
+    and the next pass draws a new permutation. The reference advances end by size modulo n + 1,
+    so a wrapping slice holds size - 1 examples (RS2 uniform_no_replacement.py L21-31)."""
+    pas, start, end = 0, 0, size
+    for _ in range(epoch):
+        if end < start or end == n:
+            pas, start, end = pas + 1, 0, size
+        else:
+            start, end = end, (end + size) % (n + 1)
+    return pas, start, end
+
+
+def rs2_subset(perm: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """The examples of one RS2 window of the permutation `perm`."""
+    return perm[start:end] if start < end else torch.cat([perm[start:], perm[:end]])
+
+
 # --- Pruning at epoch start: InfoBatch (Qin et al. 2024) and KAKURENBO (Thao Nguyen et al. 2023) --
 # These decide once per epoch, over the whole training set, which examples the epoch skips.
 
@@ -176,11 +204,15 @@ def infobatch_prune(scores: torch.Tensor, prune_ratio: float,
     return visit, weight
 
 
-def infobatch_prunes(progress: float, delta: float) -> bool:
-    """Whether an epoch starting at `progress` (fraction of the run done) prunes: the reference's
-    `epoch <= delta * epochs`, so pruning stops for the epochs that start after delta of the run.
-    The tolerance absorbs the rounding of progress = epoch / epochs."""
-    return progress <= delta + 1e-9
+def infobatch_prunes(epoch: int, progress: float, delta: float) -> bool:
+    """Whether epoch `epoch` (0-based), starting at `progress` (fraction of the run done), prunes.
+    The reference's sampler calls reset() once in its constructor, so epoch e runs reset number
+    e + 1 and prunes while e + 1 <= delta * epochs (InfoBatch infobatch.py L174, L180-190): only
+    epochs that END within delta of the run prune. The epoch's end is progress * (e + 1) / e,
+    exact for a run measured in epochs and the mean epoch so far under a budget (epoch 0 prunes
+    nothing anyway: no example has a score yet). The tolerance absorbs the rounding of progress."""
+    end = progress * (epoch + 1) / epoch if epoch > 0 else progress
+    return end <= delta + 1e-9
 
 
 KAKURENBO_DECAY = (1.0, 0.8, 0.6, 0.4)   # F_e / F before the 1st, after the 1st, 2nd and 3rd lr drop

@@ -24,15 +24,26 @@ class SBConfig(SamplerConfig):
     # Fidelity to the authors' code (README, "Fidelity"); sbrun's defaults first.
     cadence: str = "sbrun"       # sbrun: fresh scoring in selective epochs 0, n, 2n, ...; authors: n-1, 2n-1, ...
     prime_scoring: bool = False  # run (and count) scoring forwards during priming, as the authors' code does
+    # loss: SB's rule. random: the rule decides only how many of each chunk to keep, and that many are
+    # drawn uniformly (a control matched to SB in scoring, count and schedule: README, Samplers)
+    choose: str = "loss"
+    steps_per_chunk: Optional[int] = None   # null: every full batch waiting; 1: one step per chunk (the authors)
+    stale_chunks: int = 1        # stale epochs' chunks hold this many selection batches (the authors: 5)
     scores: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.beta > 0, "beta", self.beta, "a number > 0")
         check(self.cadence in ("sbrun", "authors"), "sampler.cadence", self.cadence, "sbrun, authors")
+        check(self.choose in ("loss", "random"), "sampler.choose", self.choose, "loss, random")
+        check(not (self.reweight and self.choose == "random"), "sampler.reweight", self.reweight,
+              "false when sampler.choose=random (its weights belong to the loss-based choice)")
         check(self.history >= 1, "sampler.history", self.history, "an integer >= 1")
         check(0.0 <= self.min_prob <= 1.0, "sampler.min_prob", self.min_prob, "a number in [0, 1]")
         check(self.staleness >= 1, "sampler.staleness", self.staleness, "an integer >= 1")
+        check(self.steps_per_chunk is None or self.steps_per_chunk >= 1, "sampler.steps_per_chunk",
+              self.steps_per_chunk, "null or an integer >= 1")
+        check(self.stale_chunks >= 1, "sampler.stale_chunks", self.stale_chunks, "an integer >= 1")
 
     def make(self, env):
         return SBSampler(self, env)
@@ -58,18 +69,30 @@ class SBSampler(Sampler):
         super().__init__(cfg, env)
         self.rule = selection.SelectiveBackprop(beta=cfg.beta, history=cfg.history, min_prob=cfg.min_prob,
                                                 device=env.device)
+        self.steps_per_chunk = cfg.steps_per_chunk
+
+    def stale(self, epoch: int) -> bool:
+        """Whether `epoch` decides on cached losses (after priming, between fresh epochs)."""
+        return epoch >= self.cfg.prime_epochs and not fresh_epoch(epoch - self.cfg.prime_epochs,
+                                                                    self.cfg.staleness, self.cfg.cadence)
+
+    def epoch_chunk(self, epoch: int, chunk: int) -> int:
+        # The authors' forward queue holds stale examples until more than 4 batches wait, so their
+        # stale epochs select (and update the percentile window) per 5 batches: 640 examples
+        return chunk * self.cfg.stale_chunks if self.stale(epoch) else chunk
 
     def need(self, ctx: Ctx) -> Need:
         if self.priming(ctx):
             return Need.FRESH if self.cfg.prime_scoring else Need.NONE
-        return Need.FRESH if fresh_epoch(ctx.epoch - self.cfg.prime_epochs, self.cfg.staleness,
-                                         self.cfg.cadence) else Need.CACHED
+        return Need.CACHED if self.stale(ctx.epoch) else Need.FRESH
 
     def select(self, losses: Optional[torch.Tensor], ctx: Ctx) -> Selection:
         if losses is None or self.priming(ctx):
             return Selection.everything()
         probs = self.rule.probabilities(losses, observed=ctx.window)
         pos = rules.bernoulli_keep(probs, ctx.generator).nonzero().squeeze(1)
+        if self.cfg.choose == "random":
+            pos = rules.uniform_positions(probs.numel(), pos.numel(), ctx.generator)
         weight = rules.bernoulli_weights(probs)[pos] if self.cfg.reweight else None
         return Selection(pos, weight)
 
