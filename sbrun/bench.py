@@ -415,6 +415,8 @@ def describe(p: Parts, preset: str, base: List[str], load_before: str) -> dict:
     """Where and on what the bench measured (costs.json, the table's footnote)."""
     return {"device": str(p.device), "device_name": p.environment["device_name"], "torch": torch.__version__,
             "cuda": torch.version.cuda, "preset": preset, "dataset": p.cfg.dataset.name, "model": p.cfg.model.name,
+            "model_kwargs": dict(p.cfg.model.kwargs), "image_size": p.data.spec.image_size,
+            "channels": p.data.spec.channels,
             "n_train": p.n, "batch_size": p.cfg.batch_size, "select_batch_size": p.cfg.select_size,
             "precision": p.effective["precision"], "channels_last": p.effective["channels_last"],
             "data_path": p.effective["data_path"], "compile": p.cfg.compile,
@@ -473,7 +475,8 @@ def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], cost
 def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts], info: dict) -> None:
     """costs.json (the configured scoring) and costs_<option>.json per scoring option: the per-example
     seconds `budget.costs` reads (f_sel, fb), and where they were measured."""
-    keep = ("device", "device_name", "torch", "cuda", "preset", "dataset", "model", "n_train", "batch_size",
+    keep = ("device", "device_name", "torch", "cuda", "preset", "dataset", "model", "model_kwargs", "image_size",
+            "channels", "n_train", "batch_size",
             "select_batch_size", "precision", "channels_last", "data_path", "compile", "cost_samples")
     where = {k: info[k] for k in keep if k in info}
     files = {"costs.json": (costs["f_sel"], info["scoring"])}

@@ -348,6 +348,8 @@ def validate(cfg: DictConfig | dict) -> Config:
         raise ConfigError(type_error_message(err)) from None
     data.pop("hydra", None)
     parts = {k: data.pop(k, None) or {} for k in ("dataset", "model", "sampler", "logger")}
+    for group in ("dataset", "model", "sampler"):
+        check_required(group, parts[group])
     run = merge_into(Config, data)
     assert isinstance(run, Config)
     if not reads_beta:
@@ -357,6 +359,20 @@ def validate(cfg: DictConfig | dict) -> Config:
     run.sampler = sampler_config(parts["sampler"])
     run.logger = logger_config(parts["logger"])
     return run
+
+
+# What a required (`???`) component key looks like, for the message that asks for it.
+REQUIRED_EXAMPLES = {"dataset.path": {"arrays": "FILE.npz (x_train, y_train, x_test, y_test)",
+                                      "folder": "DIR (DIR/train/<class>/*, DIR/test/<class>/*)"}}
+
+
+def check_required(group: str, node: Dict[str, Any]) -> None:
+    """A component key its YAML leaves as `???` must be given, by its own name (dataset.path)."""
+    for key, value in node.items() if isinstance(node, dict) else ():
+        if value == "???":
+            name = node.get("name", group)
+            example = REQUIRED_EXAMPLES.get(f"{group}.{key}", {}).get(name, "VALUE")
+            raise ConfigError(f"{group}.{key} is required with {group}={name}; allowed: {group}.{key}={example}")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -390,14 +406,20 @@ def config_diffs(saved: Dict, current: Dict) -> List[str]:
 
 
 def check_compatible(saved: Dict, current: Dict, what: str) -> None:
-    """Raise ConfigError naming the first identity key where a saved run's config differs."""
+    """The one identity check, for every way into an existing run: a new command under a taken
+    name=, a re-run that skips or extends a finished run, resume=, a sweep job, a checkpoint being
+    restored. Raise ConfigError naming the first identity key where `current` differs from
+    `saved`, with both values; settings (a longer run) and operational keys may differ."""
     bad = [k for k in config_diffs(saved, current) if key_kind(k) == IDENTITY]
+    # a different dataset, model or sampler is named first: their own keys and beta follow from it
+    bad.sort(key=lambda k: k not in ("dataset.name", "model.name", "sampler.name"))
     if bad:
         k = bad[0]
         more = f" (and {len(bad) - 1} more: {', '.join(bad[1:4])})" if len(bad) > 1 else ""
         raise ConfigError(f"{k} cannot change for this run: the {what} has {k}={get_dotted(saved, k)!r}, "
                           f"this command {k}={get_dotted(current, k)!r}{more}; allowed: the run's own value, "
-                          f"or changes to settings ({', '.join(keys_of_kind(SETTING))}) and operational keys")
+                          f"or changes to settings ({', '.join(keys_of_kind(SETTING))}) and operational keys; "
+                          f"for a different experiment, another name= or out_dir")
 
 
 def _diff(a, b, prefix="") -> List[str]:

@@ -73,7 +73,8 @@ def fold_epoch(run: RunState, ep: EpochState, row: Dict) -> None:
 def log_line(row: Dict, cfg) -> str:
     where = (f"{row['epoch']:>3}/{cfg.epochs}" if cfg.budget.amount is None else
              f"{row['epoch']:>3} ({row['budget_frac']:.0%} of {cfg.budget.amount:g} {cfg.budget.unit})")
-    return (f"epoch {where}  test_acc {row['test_acc']:.4f}  train_loss {row['train_loss']:.4f}  "
+    loss = f"{row['train_loss']:.4f}" if row["backprop_frac"] > 0 else "- (nothing backpropagated)"
+    return (f"epoch {where}  test_acc {row['test_acc']:.4f}  train_loss {loss}  "
             f"backprop {row['backprop_frac']:.3f}  lr {row['lr']:.4g}  time {row['train_time_s']:.1f}s")
 
 
