@@ -216,7 +216,10 @@ def preflight(argv: Sequence[str]) -> List[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = get_args_parser().parse_args(list(argv))
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion \
+    if args.help:
+        print(help_text(args.config_dir))
+        raise SystemExit(0)
+    if args.hydra_help or args.cfg or args.info or args.shell_completion \
             or args.config_path or args.experimental_rerun:
         return list(argv)
     if args.config_dir is not None and not Path(args.config_dir).is_dir():
@@ -274,6 +277,27 @@ def check_existing(run_dir: Path, cfg: Config, verify: bool) -> None:
     summary = check_run_dir(run_dir, to_dict(cfg))
     if verify and not is_finished(summary, to_dict(cfg)) and (path := latest(run_dir)) is not None:
         load_checkpoint(path)
+
+
+def help_text(extra_dir: Optional[str] = None) -> str:
+    """`sbrun --help`: usage, each config group's options, and every run-level key with its
+    default and its one-line description (from the schema's field docs, sbrun/config.py)."""
+    from .config import key_docs
+
+    lines = ["sbrun: Selective-Backprop experiments (Jiang et al. 2019), one run or a --multirun sweep.",
+             "", "usage: sbrun [KEY=VALUE ...]              e.g. sbrun dataset=mnist sampler=sb beta=2",
+             "       sbrun -m KEY=A,B ...                  a sweep over every combination",
+             "       sbrun resume=RUN_DIR                  continue a stopped run",
+             "       sbrun GROUP=OPTION --cfg job          the full composed config, a component's keys too",
+             "", "config groups (GROUP=OPTION):"]
+    lines += [f"  {g:<12} {', '.join(group_options(g, extra_dir))}" for g in GROUPS]
+    lines += ["", "keys (KEY=VALUE; default in brackets):"]
+    for key, default, text in key_docs():
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
+        lines.append(f"  {key:<24} {text} [{shown}]")
+    lines += ["", "Exit codes: 0 done, 1 a run failed, 2 bad input, 3 stopped by a signal (resumable).",
+              "Hydra's own options: sbrun --hydra-help."]
+    return "\n".join(lines)
 
 
 def check_trackers(cfg: Config) -> None:
