@@ -429,6 +429,8 @@ def describe(p: Parts, preset: str, base: List[str], load_before: str) -> dict:
     """Where and on what the bench measured (costs.json, the table's footnote)."""
     return {"device": str(p.device), "device_name": p.environment["device_name"], "torch": torch.__version__,
             "cuda": torch.version.cuda, "preset": preset, "dataset": p.cfg.dataset.name, "model": p.cfg.model.name,
+            "model_kwargs": dict(p.cfg.model.kwargs), "image_size": p.data.spec.image_size,
+            "channels": p.data.spec.channels,
             "n_train": p.n, "batch_size": p.cfg.batch_size, "select_batch_size": p.cfg.select_size,
             "precision": p.effective["precision"], "channels_last": p.effective["channels_last"],
             "data_path": p.effective["data_path"], "compile": p.cfg.compile,
@@ -487,7 +489,8 @@ def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], cost
 def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts], info: dict) -> None:
     """costs.json (the configured scoring) and costs_<option>.json per scoring option: the per-example
     seconds `budget.costs` reads (f_sel, fb), and where they were measured."""
-    keep = ("device", "device_name", "torch", "cuda", "preset", "dataset", "model", "n_train", "batch_size",
+    keep = ("device", "device_name", "torch", "cuda", "preset", "dataset", "model", "model_kwargs", "image_size",
+            "channels", "n_train", "batch_size",
             "select_batch_size", "precision", "channels_last", "data_path", "compile", "cost_samples")
     where = {k: info[k] for k in keep if k in info}
     files = {"costs.json": (costs["f_sel"], info["scoring"])}
@@ -608,19 +611,24 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="sbrun-bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="extra sbrun overrides, e.g. device=cuda dataset.subset=20000")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                   help="cpu: MNIST + small CNN; gpu: CIFAR-shaped data + ResNet-18, bf16; smoke: a seconds-long "
-                        "check that the bench works (default: gpu with CUDA, else cpu)")
-    p.add_argument("--data-dir", default=os.environ.get("SBRUN_DATA_DIR", "data"))
+                   help="cpu: real MNIST (needs it under --data-dir: DIR/MNIST/raw) + small CNN; gpu: CIFAR-shaped "
+                        "synthetic data + ResNet-18, bf16; smoke: a seconds-long check that the bench works, offline "
+                        "(default: gpu with CUDA, else cpu)")
+    p.add_argument("--data-dir", default=os.environ.get("SBRUN_DATA_DIR", "data"),
+                   help="where datasets are read (sbrun's data_dir; the cpu preset needs MNIST there; default "
+                        "$SBRUN_DATA_DIR, else ./data)")
     p.add_argument("--repeats", type=_positive(int), default=3, help="interleaved rounds (default 3)")
     p.add_argument("--cost-reps", type=_positive(int), default=20,
                    help="timed batches for f_sel and f+b (default 20)")
-    p.add_argument("--loader-workers", type=_positive(int, zero=True), default=min(8, os.cpu_count() or 1))
+    p.add_argument("--loader-workers", type=_positive(int, zero=True), default=min(8, os.cpu_count() or 1),
+                   help="DataLoader workers of the loader-path rows (num_workers; default min(8, CPU cores))")
     p.add_argument("--scoring", type=parse_scoring, default=tuple(SCORING),
                    help=f"scoring options to measure: all (default), none, or a comma list of {', '.join(SCORING)}")
     p.add_argument("--scoring-scale", type=float, default=0.5, help="scoring.scale of the scale options (default 0.5)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds after which no new round starts (the tables hold the rounds done)")
-    p.add_argument("--out", type=Path, default=Path("results/bench"))
+    p.add_argument("--out", type=Path, default=Path("results/bench"),
+                   help="folder for bench.csv, bench.md, scoring.csv and costs.json (default results/bench)")
     args = p.parse_args(argv)
     if not 0.0 < args.scoring_scale <= 1.0:
         p.error(f"--scoring-scale={args.scoring_scale} is invalid; allowed: a number in (0, 1]")

@@ -41,6 +41,17 @@ def read_costs(cfg: BudgetConfig) -> Costs:
                  cfg.cost_train if cfg.cost_train is not None else train)
 
 
+# What a costs.json records about the setup it was measured on, compared with the run that reads it.
+COSTS_SETUP = ("dataset", "model", "model_kwargs", "image_size", "channels", "precision", "scoring")
+
+
+def costs_mismatch(measured: dict, run: dict) -> str:
+    """The setup keys (COSTS_SETUP) where a costs.json and the run differ, as one phrase ('' if
+    none); a key the file does not record is not compared."""
+    return ", ".join(f"{k} {measured[k]!r} there, {run[k]!r} here" for k in COSTS_SETUP
+                     if k in measured and k in run and measured[k] != run[k])
+
+
 @dataclass(frozen=True)
 class Usage:
     """What a run has spent so far (cumulative, all ranks)."""

@@ -21,7 +21,7 @@ from .budget import Meter
 from .components import DATASET_INJECTED, MODEL_INJECTED, injectable, resolve_target
 from .config import Config, ConfigError, DatasetConfig, OptimConfig
 from .data import DataError, ImageSet, TrainTest, corrupt_labels
-from .data.check import as_train_test, describe
+from .data.check import as_train_test, check_subsets, data_source, describe
 from .data.noise import subset
 from .data.split import hold_out
 from .data.stream import Augmenter, LoaderStream, TensorStream, fits_on_device
@@ -180,8 +180,10 @@ def load_data(cfg: Config, device: torch.device) -> RunData:
     validation labels are clean."""
     ds = cfg.dataset
     raw = load_raw(ds, cfg.data_dir, cfg.seed)
-    meta = describe(raw, ds.num_classes)
-    spec = resolved_spec(ds, meta)
+    source = data_source(ds)
+    meta = describe(raw, ds.num_classes, source)
+    check_subsets(raw, ds, source)
+    spec = resolved_spec(ds, meta, source)
     train, test = subset(raw.train, ds.subset), subset(raw.test, ds.test_subset)
     train, val = hold_out(train, ds.val_fraction, ds.val_seed)
     labels, noisy = corrupt_labels(train.labels, spec.num_classes, cfg.label_noise, cfg.seed, cfg.noise_mode)
@@ -217,22 +219,24 @@ def instantiate_target(target: str, key: str, kwargs: Dict[str, Any], offered: D
         raise fail(cause) from None
 
 
-def resolved_spec(ds: DatasetConfig, meta: Dict[str, Any]) -> DatasetConfig:
-    """The dataset config with nulls filled from the data; given values must match the data."""
+def resolved_spec(ds: DatasetConfig, meta: Dict[str, Any], source: str = "") -> DatasetConfig:
+    """The dataset config with nulls filled from the data; given values must match the data
+    (`source`, the file or folder, is what the messages name)."""
+    source = source or ds.name
     given = {"channels": ds.channels, "image_size": ds.image_size}
     for key, value in given.items():
         if value is not None and value != meta[key]:
-            raise DataError(f"{ds.name}: the images have {key}={meta[key]}, but dataset.{key}={value}; allowed: "
+            raise DataError(f"{source}: the images have {key}={meta[key]}, but dataset.{key}={value}; allowed: "
                             f"dataset.{key}={meta[key]} or null (read from the data)")
     if ds.num_classes is not None and ds.num_classes < meta["num_classes"]:
-        raise DataError(f"{ds.name}: labels reach {meta['num_classes'] - 1}, but dataset.num_classes="
+        raise DataError(f"{source}: labels reach {meta['num_classes'] - 1}, but dataset.num_classes="
                         f"{ds.num_classes}; allowed: at least {meta['num_classes']}")
     spec = dataclasses.replace(
         ds, num_classes=ds.num_classes or meta["num_classes"], channels=meta["channels"],
         image_size=meta["image_size"], mean=list(ds.mean if ds.mean is not None else meta["mean"]),
         std=list(ds.std if ds.std is not None else meta["std"]))
     if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-        raise DataError(f"{ds.name}: dataset.mean/std have {len(spec.mean)}/{len(spec.std)} values for "
+        raise DataError(f"{source}: dataset.mean/std have {len(spec.mean)}/{len(spec.std)} values for "
                         f"{spec.channels}-channel images; allowed: {spec.channels} values each, or null")
     if spec.cutout > spec.image_size:
         raise ConfigError(f"dataset.cutout={spec.cutout} is invalid; allowed: an integer in [0, {spec.image_size}]")

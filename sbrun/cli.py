@@ -24,8 +24,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError
-from .config import (OPERATIONAL, UNKNOWN_KEY_HINT, Config, ConfigError, config_diffs, get_dotted, key_kind, keys_of_kind,
-                     register_schema, to_dict, type_error_message, validate)
+from .config import (OPERATIONAL, UNKNOWN_KEY_HINT, Config, ConfigError, check_compatible, config_diffs, get_dotted,
+                     key_kind, keys_of_kind, register_schema, to_dict, type_error_message, validate)
 from .data import DataError
 from .records import SUMMARY, OutputError, read_json
 
@@ -173,9 +173,9 @@ def composer(extra_dir: Optional[str] = None, config_name: str = "config"):
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="sbrun"):
             search = [f"hydra.searchpath=[file://{Path(extra_dir).absolute()}]"] if extra_dir else []
 
-            def _compose(overrides: Sequence[str]) -> DictConfig:
+            def _compose(overrides: Sequence[str], hydra_node: bool = False) -> DictConfig:
                 try:
-                    return compose(config_name, overrides=search + list(overrides))
+                    return compose(config_name, overrides=search + list(overrides), return_hydra_config=hydra_node)
                 except Exception as err:
                     raise unknown_component_key(err, overrides, _compose) or compose_error(err, overrides) from None
             yield _compose
@@ -195,9 +195,18 @@ def unknown_component_key(err: BaseException, overrides: Sequence[str], compose)
         node = compose(rest)[group]
     except Exception:
         return None
+    how = "" if group != "model" else "; for your own model's arguments use +model.KEY=VALUE"
+    if group == "logger":       # logger.<tracker>.<key>: the node of each chosen tracker
+        chosen = sorted(node.keys())
+        tracker = key.split(".")[1]
+        if tracker not in chosen:
+            return ConfigError(f"logger.{tracker} has no effect with logger={','.join(chosen)}; allowed: choose it "
+                               f"with logger={tracker} or logger=[{','.join(chosen + [tracker])}]")
+        name, node = tracker, node[tracker]
+        return ConfigError(f"{key} is not a setting of logger={name}; allowed: "
+                           f"{', '.join(sorted(k for k in node.keys() if k != '_target_')) or '(none)'}")
     name = node.get("name", group) if hasattr(node, "get") else group
     keys = sorted(k for k in node.keys() if k not in ("_target_", "name"))
-    how = "" if group != "model" else "; for your own model's arguments use +model.KEY=VALUE"
     return ConfigError(f"{key} has no effect with {group}={name}; allowed: {', '.join(keys) or '(none)'}{how}")
 
 
@@ -207,7 +216,10 @@ def preflight(argv: Sequence[str]) -> List[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = get_args_parser().parse_args(list(argv))
-    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion \
+    if args.help:
+        print(help_text(args.config_dir))
+        raise SystemExit(0)
+    if args.hydra_help or args.cfg or args.info or args.shell_completion \
             or args.config_path or args.experimental_rerun:
         return list(argv)
     if args.config_dir is not None and not Path(args.config_dir).is_dir():
@@ -228,16 +240,64 @@ def preflight(argv: Sequence[str]) -> List[str]:
     out_dirs = set()
     with composer(args.config_dir, args.config_name or "config") as compose:
         for job in _job_overrides(user):
-            cfg = validate(compose(job))
+            composed = compose(job, hydra_node=True)
+            run_dir = pop_run_dir(composed, args.multirun)
+            cfg = validate(composed)
             if local:
                 resolve_device(cfg.device)
             out_dirs.add(cfg.out_dir)
             check_trackers(cfg)
+            check_existing(run_dir, cfg, verify=not args.multirun)
             for note in ineffective(cfg, job):
                 log_note(note)
     for out in sorted(out_dirs):
         _check_writable(Path(out))
     return list(argv)
+
+
+def pop_run_dir(composed: DictConfig, multirun: bool) -> Path:
+    """The directory Hydra will give this job (a sweep job's or a single run's), taken out of a
+    config composed with its `hydra` node, which is removed."""
+    from omegaconf import open_dict
+
+    hc = composed.hydra
+    where = Path(hc.sweep.dir) / str(hc.sweep.subdir) if multirun else Path(hc.run.dir)
+    with open_dict(composed):
+        del composed["hydra"]
+    return where
+
+
+def check_existing(run_dir: Path, cfg: Config, verify: bool) -> None:
+    """Before Hydra writes into an existing run directory: the same experiment only (one identity
+    check for fresh, skip, extend and resume), and, with `verify`, a latest checkpoint that loads
+    if the run will continue. A refusal leaves the directory as it was."""
+    from .checkpoint import latest
+    from .runner import check_run_dir, is_finished, load_checkpoint
+
+    summary = check_run_dir(run_dir, to_dict(cfg))
+    if verify and not is_finished(summary, to_dict(cfg)) and (path := latest(run_dir)) is not None:
+        load_checkpoint(path)
+
+
+def help_text(extra_dir: Optional[str] = None) -> str:
+    """`sbrun --help`: usage, each config group's options, and every run-level key with its
+    default and its one-line description (from the schema's field docs, sbrun/config.py)."""
+    from .config import key_docs
+
+    lines = ["sbrun: Selective-Backprop experiments (Jiang et al. 2019), one run or a --multirun sweep.",
+             "", "usage: sbrun [KEY=VALUE ...]              e.g. sbrun dataset=mnist sampler=sb beta=2",
+             "       sbrun -m KEY=A,B ...                  a sweep over every combination",
+             "       sbrun resume=RUN_DIR                  continue a stopped run",
+             "       sbrun GROUP=OPTION --cfg job          the full composed config, a component's keys too",
+             "", "config groups (GROUP=OPTION):"]
+    lines += [f"  {g:<12} {', '.join(group_options(g, extra_dir))}" for g in GROUPS]
+    lines += ["", "keys (KEY=VALUE; default in brackets):"]
+    for key, default, text in key_docs():
+        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
+        lines.append(f"  {key:<24} {text} [{shown}]")
+    lines += ["", "Exit codes: 0 done, 1 a run failed, 2 bad input, 3 stopped by a signal (resumable).",
+              "Hydra's own options: sbrun --hydra-help."]
+    return "\n".join(lines)
 
 
 def check_trackers(cfg: Config) -> None:
@@ -324,12 +384,8 @@ def resume_config(run_dir: Path, new_overrides: Sequence[str], extra_dir: Option
     with composer(extra_dir) as compose:
         before = to_dict(validate(compose(original)))
         after = to_dict(validate(compose(original + list(new_overrides))))
+    check_compatible(before, after, "run directory")
     changed = config_diffs(before, after)
-    for key in changed:
-        if key_kind(key) not in (OPERATIONAL, "setting"):
-            raise ConfigError(f"{key} cannot change when resuming: the run has {key}={get_dotted(saved, key)!r}, "
-                              f"this command {key}={get_dotted(after, key)!r}; allowed: the run's own value, or "
-                              f"changes to settings (epochs, hours, budget.amount) and operational keys")
     merged = OmegaConf.create(saved)
     for key in changed:
         OmegaConf.update(merged, key, get_dotted(after, key), force_add=True)
@@ -353,6 +409,7 @@ def _preflight_resume(argv, args, user, resume) -> List[str]:
                           f"a larger epochs=, hours= or budget.amount= to train it further")
     resolve_device(cfg.device)
     check_trackers(cfg)
+    check_existing(run_dir, cfg, verify=True)
     # Hydra logs into the resumed directory and leaves its .hydra/ (the original config) alone.
     return list(argv) + [f"hydra.run.dir={run_dir}", "hydra.output_subdir=null"]
 
@@ -402,7 +459,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
         pass_on(err.signum)
         raise SystemExit(EXIT_STOPPED) from None
     except user_errors as err:
-        code = EXIT_USAGE if isinstance(err, (ConfigError, DataError)) else EXIT_FAILED
+        code = EXIT_USAGE if isinstance(err, (ConfigError, DataError, CheckpointError)) else EXIT_FAILED
         if multirun:    # the job's summary.json records the failure; the sweep goes on
             log.error("job %s failed: %s", run_dir.name, err)
             return None
@@ -468,7 +525,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         argv = preflight(argv)
         if launched_by_torchrun():
             argv = _torchrun_argv(argv)
-    except ConfigError as err:
+    except (ConfigError, CheckpointError) as err:
         _exit(str(err), EXIT_USAGE)
     sys.argv = [sys.argv[0]] + argv
     _hydra_main()

@@ -79,6 +79,29 @@ def keys_of_kind(kind: str) -> List[str]:
     return sorted(k for k, v in KEY_KINDS.items() if v == kind)
 
 
+def doc(text: str, default: Any = None, factory: Any = None):
+    """A schema field with its one-line description (`sbrun --help` lists them): the one copy of
+    what each key means."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+def key_docs(schema=None, prefix: str = "") -> List[tuple]:
+    """(dotted key, default, description) of every run-level key, nested settings included."""
+    schema = schema or Config
+    rows = []
+    for f in dataclasses.fields(schema):
+        text = f.metadata.get("doc", "")
+        kind = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(kind):
+            rows += key_docs(kind, f"{prefix}{f.name}.")
+        else:
+            default = kind() if kind is not None else f.default
+            rows.append((f"{prefix}{f.name}", default, text))
+    return rows
+
+
 # --- component specs (filled by sbrun/components.py from the `_target_` nodes) ------------------
 
 @dataclass
@@ -142,11 +165,11 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
+    name: str = doc("optimizer: sgd (the paper's)", "sgd")
+    lr: float = doc("learning rate (the paper's 0.1; the small CPU recipes set 0.02)", 0.1)
+    momentum: float = doc("SGD momentum, in [0, 1)", 0.9)
+    nesterov: bool = doc("Nesterov momentum", True)
+    weight_decay: float = doc("L2 weight decay", 5e-4)
 
     def __post_init__(self) -> None:
         one_of("optim", self.name, ["sgd"])
@@ -165,11 +188,11 @@ class ScheduleConfig:
     """multistep: lr *= gamma at absolute positions (epochs, or backprops/N with by=backprops), the
     paper's schedules. step/linear/cosine: relative to the run's length (budget.amount, else epochs),
     reaching final_lr_frac * lr exactly when the run ends; step's milestones are fractions."""
-    name: str = "multistep"
-    milestones: List[float] = field(default_factory=list)
-    gamma: Optional[float] = 0.1     # step: null = final_lr_frac ** (1 / #milestones)
-    by: str = "epochs"               # multistep: epochs passed through selection | backprops / N
-    final_lr_frac: float = 0.0       # step / linear / cosine
+    name: str = doc("multistep | step | linear | cosine", "multistep")
+    milestones: List[float] = doc("multistep: epochs (or backprops/N) of each lr cut; step: run fractions", factory=list)
+    gamma: Optional[float] = doc("lr factor at each milestone (step: null = final_lr_frac ** (1 / #milestones))", 0.1)
+    by: str = doc("multistep: epochs passed through selection | backprops / N", "epochs")
+    final_lr_frac: float = doc("step / linear / cosine: the final lr as a fraction of optim.lr", 0.0)
 
     def __post_init__(self) -> None:
         one_of("schedule", self.name, SCHEDULES)
@@ -197,11 +220,11 @@ PAPER_COST_SELECT, PAPER_COST_TRAIN = 1.0, 3.0
 class BudgetConfig:
     """How much compute a run may spend. amount is in epoch-equivalents for epochs, backprops
     (N backprops = 1) and work (N * cost_train = 1, one Traditional epoch), seconds for seconds."""
-    unit: str = "epochs"
-    amount: Optional[float] = None      # null: the run lasts `epochs` epochs
-    cost_select: Optional[float] = None  # null: from `costs` if given, else the paper's 1
-    cost_train: Optional[float] = None   # null: from `costs` if given, else the paper's 3
-    costs: Optional[str] = None          # a costs.json written by sbrun-bench (f_sel and f+b)
+    unit: str = doc("epochs | backprops | seconds | work (machine-independent compute)", "epochs")
+    amount: Optional[float] = doc("run length in budget.unit (null: the run lasts `epochs` epochs)", None)
+    cost_select: Optional[float] = doc("null: from `costs` if given, else the paper's 1", None)
+    cost_train: Optional[float] = doc("null: from `costs` if given, else the paper's 3", None)
+    costs: Optional[str] = doc("a costs.json written by sbrun-bench (f_sel and f+b)", None)
 
     def __post_init__(self) -> None:
         one_of("budget.unit", self.unit, BUDGET_UNITS)
@@ -234,8 +257,8 @@ class EvalConfig:
 @dataclass
 class ScoringConfig:
     """The scoring (selection) forward of loss-based samplers; cheaper scoring lowers their cost."""
-    scale: float = 1.0          # downsample the scoring input by this factor (Composer's scale_factor)
-    precision: str = "fp32"     # fp32 | bf16 (autocast on CPU and CUDA)
+    scale: float = doc("downsample the scoring input by this factor (Composer's scale_factor)", 1.0)
+    precision: str = doc("fp32 | bf16 (autocast on CPU and CUDA)", "fp32")
 
     def __post_init__(self) -> None:
         check(0.0 < self.scale <= 1.0, "scoring.scale", self.scale, "a number in (0, 1]")
@@ -244,8 +267,8 @@ class ScoringConfig:
 
 @dataclass
 class CheckpointConfig:
-    enabled: bool = True
-    keep: int = 1   # how many end-of-epoch checkpoints to keep
+    enabled: bool = doc("write end-of-epoch and stop checkpoints (resume= needs them)", True)
+    keep: int = doc("how many end-of-epoch checkpoints to keep", 1)
 
     def __post_init__(self) -> None:
         check(self.keep >= 1, "checkpoint.keep", self.keep, "an integer >= 1")
@@ -254,43 +277,44 @@ class CheckpointConfig:
 @dataclass
 class Config:
     # Components: plain nodes at compose time, specs after `validate`.
-    dataset: Any = None
-    model: Any = None
-    sampler: Any = None
-    logger: Any = None
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    beta: Optional[float] = 2.0            # feeds sampler.beta where a sampler reads it; null where none does
-    seed: int = 0
-    epochs: int = 30
-    hours: Optional[float] = None          # safety cap on training time
-    batch_size: int = 128
-    select_batch_size: Optional[int] = None  # examples per selection forward (null = batch_size)
-    eval_batch_size: int = 1024
-    label_noise: float = 0.0
-    noise_mode: str = "uniform"            # uniform: new label drawn from the other classes; permute
-    selection_forward: str = "eval"        # eval (the SB authors) | train (Composer, RHO-LOSS): BN statistics update
-    bn_recalibrate: int = 0                # re-estimate BN statistics on this many training examples before each evaluation
-    device: str = "auto"
-    data_dir: str = "data"
-    data_path: str = "auto"                # auto | tensor (device-resident) | loader (DataLoader workers)
-    num_workers: int = 4                   # loader path only
-    precision: str = "fp32"                # fp32 | bf16 (autocast, CPU and CUDA)
-    channels_last: bool = True             # convolutional models
-    compile: bool = False                  # torch.compile the model
-    deterministic: bool = False            # torch.use_deterministic_algorithms
-    nan_check: bool = True                 # stop the run on a NaN/inf training loss
-    plots: bool = True                     # per-run figures at the end of the run
-    progress: str = "auto"                 # tqdm bar: auto (only on a terminal) | on | off
-    loss_snapshots: int = 4                # per-example loss snapshots saved for the loss-CDF figure
-    extremes: int = 32                     # most/least selected images saved for the figure
-    out_dir: str = "results"
-    name: Optional[str] = None             # stable run/sweep directory name (enables re-run = resume)
-    resume: Optional[str] = None           # a run directory to continue
+    dataset: Any = doc("dataset group: dataset=OPTION (keys: sbrun dataset=OPTION --cfg job)", None)
+    model: Any = doc("model group: model=OPTION, or model._target_=pkg.Net for your own", None)
+    sampler: Any = doc("sampler group: sampler=OPTION (which examples are backpropagated)", None)
+    logger: Any = doc("experiment trackers: logger=csv | tensorboard | wandb | mlflow, or a list", None)
+    optim: OptimConfig = doc("optimizer settings (optim.lr, optim.momentum, ...)", factory=OptimConfig)
+    schedule: ScheduleConfig = doc("learning-rate schedule: schedule=OPTION, schedule.* keys",
+                                   factory=ScheduleConfig)
+    budget: BudgetConfig = doc("compute budget: budget.unit and budget.amount", factory=BudgetConfig)
+    scoring: ScoringConfig = doc("the scoring forward of loss-based samplers", factory=ScoringConfig)
+    eval: EvalConfig = doc("when to evaluate: eval.every, eval.unit (null: every epoch end)", factory=EvalConfig)
+    checkpoint: CheckpointConfig = doc("checkpointing", factory=CheckpointConfig)
+    beta: Optional[float] = doc("SB selectivity: backprop fraction 1/(1+beta), for samplers that read it", 2.0)
+    seed: int = doc("random seed of the run (model init, selection draws, label noise)", 0)
+    epochs: int = doc("epochs to train (unless budget.amount is set)", 30)
+    hours: Optional[float] = doc("safety cap on training time in hours (evaluation excluded)", None)
+    batch_size: int = doc("backprop batch size", 128)
+    select_batch_size: Optional[int] = doc("examples per selection forward (null = batch_size)", None)
+    eval_batch_size: int = doc("batch size of the test-set evaluation", 1024)
+    label_noise: float = doc("fraction of training labels corrupted, in [0, 1)", 0.0)
+    noise_mode: str = doc("uniform (a new label from the other classes) | permute (shuffle chosen labels)", "uniform")
+    selection_forward: str = doc("eval (the SB authors) | train (Composer, RHO-LOSS): BN statistics update", "eval")
+    bn_recalibrate: int = doc("re-estimate BN statistics on this many training examples before each evaluation", 0)
+    device: str = doc("auto | cpu | cuda | cuda:N", "auto")
+    data_dir: str = doc("where datasets are downloaded and read ($SBRUN_DATA_DIR)", "data")
+    data_path: str = doc("auto | tensor (device-resident) | loader (DataLoader workers)", "auto")
+    num_workers: int = doc("DataLoader worker processes (data_path=loader only)", 4)
+    precision: str = doc("fp32 | bf16 (autocast, CPU and CUDA)", "fp32")
+    channels_last: bool = doc("channels_last memory format for convolutional models", True)
+    compile: bool = doc("torch.compile the model", False)
+    deterministic: bool = doc("torch.use_deterministic_algorithms (warn_only)", False)
+    nan_check: bool = doc("stop the run on a NaN/inf training loss", True)
+    plots: bool = doc("per-run figures at the end of the run", True)
+    progress: str = doc("tqdm bar: auto (only on a terminal) | on | off", "auto")
+    loss_snapshots: int = doc("per-example loss snapshots saved for the loss-CDF figure", 4)
+    extremes: int = doc("most/least selected images saved for the figure", 32)
+    out_dir: str = doc("results folder: OUT/runs/<name> and OUT/multirun/<name>", "results")
+    name: Optional[str] = doc("stable run/sweep directory name (enables re-run = resume)", None)
+    resume: Optional[str] = doc("a run directory to continue", None)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
@@ -375,6 +399,8 @@ def validate(cfg: DictConfig | dict) -> Config:
         raise ConfigError(type_error_message(err)) from None
     data.pop("hydra", None)
     parts = {k: data.pop(k, None) or {} for k in ("dataset", "model", "sampler", "logger")}
+    for group in ("dataset", "model", "sampler"):
+        check_required(group, parts[group])
     run = merge_into(Config, data)
     assert isinstance(run, Config)
     if not reads_beta:
@@ -384,6 +410,20 @@ def validate(cfg: DictConfig | dict) -> Config:
     run.sampler = sampler_config(parts["sampler"])
     run.logger = logger_config(parts["logger"])
     return run
+
+
+# What a required (`???`) component key looks like, for the message that asks for it.
+REQUIRED_EXAMPLES = {"dataset.path": {"arrays": "FILE.npz (x_train, y_train, x_test, y_test)",
+                                      "folder": "DIR (DIR/train/<class>/*, DIR/test/<class>/*)"}}
+
+
+def check_required(group: str, node: Dict[str, Any]) -> None:
+    """A component key its YAML leaves as `???` must be given, by its own name (dataset.path)."""
+    for key, value in node.items() if isinstance(node, dict) else ():
+        if value == "???":
+            name = node.get("name", group)
+            example = REQUIRED_EXAMPLES.get(f"{group}.{key}", {}).get(name, "VALUE")
+            raise ConfigError(f"{group}.{key} is required with {group}={name}; allowed: {group}.{key}={example}")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -417,14 +457,20 @@ def config_diffs(saved: Dict, current: Dict) -> List[str]:
 
 
 def check_compatible(saved: Dict, current: Dict, what: str) -> None:
-    """Raise ConfigError naming the first identity key where a saved run's config differs."""
+    """The one identity check, for every way into an existing run: a new command under a taken
+    name=, a re-run that skips or extends a finished run, resume=, a sweep job, a checkpoint being
+    restored. Raise ConfigError naming the first identity key where `current` differs from
+    `saved`, with both values; settings (a longer run) and operational keys may differ."""
     bad = [k for k in config_diffs(saved, current) if key_kind(k) == IDENTITY]
+    # a different dataset, model or sampler is named first: their own keys and beta follow from it
+    bad.sort(key=lambda k: k not in ("dataset.name", "model.name", "sampler.name"))
     if bad:
         k = bad[0]
         more = f" (and {len(bad) - 1} more: {', '.join(bad[1:4])})" if len(bad) > 1 else ""
         raise ConfigError(f"{k} cannot change for this run: the {what} has {k}={get_dotted(saved, k)!r}, "
                           f"this command {k}={get_dotted(current, k)!r}{more}; allowed: the run's own value, "
-                          f"or changes to settings ({', '.join(keys_of_kind(SETTING))}) and operational keys")
+                          f"or changes to settings ({', '.join(keys_of_kind(SETTING))}) and operational keys; "
+                          f"for a different experiment, another name= or out_dir")
 
 
 def _diff(a, b, prefix="") -> List[str]:

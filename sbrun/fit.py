@@ -7,6 +7,7 @@ mid-epoch), when its `hours` cap is crossed at an epoch end, or when a stop sign
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from typing import Dict, Optional
@@ -48,6 +49,7 @@ class StopFlag:
         self._old = {}
 
     def __enter__(self):
+        self._pid = os.getpid()
         for sig in self.SIGNALS:
             try:
                 current = signal.getsignal(sig)
@@ -59,6 +61,8 @@ class StopFlag:
         return self
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:     # a forked DataLoader worker: the main process does the stopping
+            return
         if self.signal is not None:      # a second signal: stop waiting
             raise KeyboardInterrupt
         self.signal = signum
@@ -72,8 +76,9 @@ class StopFlag:
 def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
     """Train until the run's end and return its final summary. `ep` is the epoch in progress of a
     mid-epoch checkpoint, or None to start the next epoch afresh."""
-    run.clock0 = time.perf_counter() - run.totals["wall_time"]
     ep = ep or new_epoch(p, run.epoch)
+    # Wall time runs on from the last checkpoint: a mid-epoch one carries its epoch's wall seconds.
+    run.clock0 = time.perf_counter() - run.totals["wall_time"] - ep.phases.get("wall", 0.0)
     run.stop_reason = None
     outputs.write_summary(p, run, records.RUNNING)
     warmup_compile(p, run)
@@ -81,6 +86,7 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
         while (reason := length_reached(p, run)) is None:
             ended = run_epoch(p, run, ep, hooks, lambda: stop.signal is not None)
             phases = end_phases(p, ep)
+            phases["wall"] = time.perf_counter() - run.clock0 - run.totals["wall_time"]   # this epoch's, so far
             if ended == "signal":
                 stop_now(p, run, ep, stop.signal, phases)
             if ended == "budget":

@@ -110,7 +110,8 @@ def log_line(row: Dict, cfg) -> str:
     where = (f"{epoch}/{cfg.epochs}" if cfg.budget.amount is None else
              f"{epoch} ({row['budget_frac']:.0%} of {cfg.budget.amount:g} {cfg.budget.unit})")
     val = f"  val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
-    return (f"epoch {where}  test_acc {row['test_acc']:.4f}{val}  train_loss {row['train_loss']:.4f}  "
+    loss = f"{row['train_loss']:.4f}" if row["backprop_frac"] > 0 else "- (nothing backpropagated)"
+    return (f"epoch {where}  test_acc {row['test_acc']:.4f}{val}  train_loss {loss}  "
             f"backprop {row['backprop_frac']:.3f}  lr {row['lr']:.4g}  time {row['train_time_s']:.1f}s")
 
 

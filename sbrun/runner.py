@@ -7,13 +7,17 @@ before re-raising it. A run that fails on bad input before its first epoch leave
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
+
+import torch
 
 from . import checkpoint as ckpt
 from . import outputs, records
 from . import state as run_state
+from .budget import costs_mismatch
 from .build import build, resolve_device
 from .config import Config, ConfigError, check_compatible, get_dotted, to_dict
 from .data import DataError
@@ -51,52 +55,81 @@ def _raises(saved, now) -> bool:
     return saved is not None and now > saved
 
 
+def check_run_dir(run_dir: Path | str, current: Dict) -> Optional[Dict]:
+    """The identity check for every way into an existing run directory (a new command under a
+    taken name=, a re-run that would skip or extend a finished run, resume=, a sweep job): a
+    different experiment is refused naming the key and both values, finished or not. Reads only,
+    so a refusal changes nothing on disk. Returns the directory's summary (None: no run there)."""
+    summary = records.read_json(Path(run_dir) / records.SUMMARY)
+    if summary and "config" in summary:
+        check_compatible(summary["config"], current, "run directory")
+    return summary
+
+
+def load_checkpoint(path: Path) -> Dict:
+    """A checkpoint's payload; a refused one says what to do next, and nothing has changed."""
+    try:
+        return ckpt.load(path)
+    except ckpt.CheckpointError as err:
+        earlier = [c for c in ckpt.listed(path.parent.parent) if c != path]
+        again = "start the experiment again under a new name= (or delete the run directory)"
+        how = (f"delete {path.name} and {path.with_suffix('.json').name} to resume from {earlier[-1].name}, or {again}"
+               if earlier else f"{again}; no earlier checkpoint was kept (checkpoint.keep=N keeps N)")
+        raise ckpt.CheckpointError(f"{err}; the run directory is unchanged. Next: {how}") from None
+
+
 def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist: Optional[Collective] = None,
           hooks: Optional[Hooks] = None, keep_failed: bool = False) -> Dict:
     """Train (or continue) the run in `run_dir` and return its summary. A new run that fails on
     bad input before its first epoch removes its directory, unless `keep_failed` (a sweep job,
-    whose failure the sweep reports from its summary.json)."""
+    whose failure the sweep reports from its summary.json). An existing run that is refused, or
+    fails before training continues (a bad checkpoint, moved data), is left exactly as it was."""
     run_dir = Path(run_dir)
-    previous = records.read_json(run_dir / records.SUMMARY)
-    fresh = previous is None
+    previous = check_run_dir(run_dir, to_dict(cfg))
+    latest = ckpt.latest(run_dir)
+    fresh = previous is None and latest is None
     if previous is not None:
         if is_finished(previous, to_dict(cfg)):
             raise AlreadyFinished(f"{run_dir} already holds a finished run ({previous.get('epochs_completed')} "
                                   f"epochs, stopped on {previous.get('stop_reason') or 'epochs'})")
-        if "config" in previous:
-            check_compatible(previous["config"], to_dict(cfg), "run directory")
-        if previous.get("epochs_completed") and ckpt.latest(run_dir) is None:
+        if previous.get("epochs_completed") and latest is None:
             raise ConfigError(f"{run_dir} holds {previous['epochs_completed']} epoch(s) but no checkpoint "
                               f"(checkpoint.enabled=false), so it cannot be continued; allowed: another name= or "
                               f"out_dir, or delete that directory")
         # A continuation keeps the overrides the run was started with (they identify it in tables).
         overrides = previous.get("overrides") or overrides
+    payload = load_checkpoint(latest) if latest is not None else None
     device = resolve_device(cfg.device, local_rank())
     own_group = dist is None
     dist = dist or Collective.from_env(device)
     main = dist.rank == 0
     parts = run = None
+    touched = False        # whether this command has written into the run directory yet
     hooks = merged(hooks)
     try:
         parts = build(cfg, run_dir, device, dist, list(overrides))
         run, ep = run_state.RunState.new(parts.n, device, cfg.optim.lr), None
-        latest = ckpt.latest(run_dir)
-        if latest is not None:
-            run, ep = run_state.restore(parts, ckpt.load(latest))
+        if payload is not None:
+            run, ep = run_state.restore(parts, payload)
+            payload = None
             log.info("resuming %s from %s", run_dir, latest.name)
+        touched = True
         if latest is None:     # a stop during the sampler's first phase leaves a run `resume=` continues
             outputs.write_summary(parts, run, records.RUNNING)
         parts.prepared = parts.sampler.prepare(parts)
         if latest is None:      # a restored run's totals already hold the first phase's work
             run.totals["extra_work"] = float(parts.prepared.get("extra_work", 0.0))
         attach_trackers(parts, hooks, resumed=latest is not None)
+        if main and (note := costs_note(parts)):
+            log.warning("%s", note)
+        hooks.on_epoch.append(training_notes(parts, run))
         return fit(parts, run, ep, hooks)
     except StopRequested:
         if parts is not None and run is not None:
             hooks.call("on_end", records.STOPPED, {})
         raise
     except Exception as err:
-        if not main:
+        if not main or (not fresh and not touched):
             raise
         if fresh and not keep_failed and isinstance(err, (ConfigError, DataError)) and (run is None or not run.rows):
             discard(run_dir, Path(cfg.out_dir))       # bad input: no half-made run directory
@@ -116,6 +149,50 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     finally:
         if own_group:
             dist.close()
+
+
+def costs_note(parts) -> Optional[str]:
+    """One line when budget.costs was measured on another setup than this run's (model, image
+    shape, precision): its cost ratio, and so the work budget, may not apply."""
+    cfg = parts.cfg
+    if not cfg.budget.costs:
+        return None
+    measured = records.read_json(Path(cfg.budget.costs)) or {}
+    here = {"dataset": cfg.dataset.name, "model": cfg.model.name, "model_kwargs": dict(cfg.model.kwargs),
+            "image_size": parts.data.spec.image_size, "channels": parts.data.spec.channels,
+            "precision": parts.effective["precision"],
+            "scoring": {"scale": cfg.scoring.scale, "precision": parts.effective["scoring_precision"]}}
+    differs = costs_mismatch(measured, here)
+    return (f"warning: budget.costs={cfg.budget.costs} was measured on another setup ({differs}); its cost ratio "
+            f"may not hold for this run: measure this one with sbrun-bench, or give budget.cost_select and "
+            f"budget.cost_train") if differs else None
+
+
+# A training loss this many times its first epoch's value reads as divergence.
+DIVERGENCE_FACTOR = 10.0
+
+
+def training_notes(parts, run: run_state.RunState) -> Callable[[Dict], None]:
+    """An on_epoch hook that says, once per run and as a warning line, what a metrics row alone
+    would hide: a training loss grown tenfold over its first value (the learning rate is the
+    usual cause), and an epoch with nothing backpropagated because every known loss is 0."""
+    def note(row: Dict) -> None:
+        if parts.dist.rank != 0:
+            return
+        earlier = run.rows[:-1]
+        losses = [r["train_loss"] for r in run.rows if math.isfinite(r["train_loss"])]
+        grown = [x for x in losses[1:] if x > DIVERGENCE_FACTOR * losses[0] > 0]
+        if len(grown) == 1 and grown[0] == row["train_loss"]:        # the first time only
+            log.warning("warning: train_loss %.4g in epoch %d is over %gx its first value %.4g: the run may be "
+                        "diverging; try a smaller optim.lr (now %g)", row["train_loss"], row["epoch"],
+                        DIVERGENCE_FACTOR, losses[0], parts.cfg.optim.lr)
+        if row["backprop_frac"] == 0 and all(r["backprop_frac"] > 0 for r in earlier):
+            seen = run.last_loss[torch.isfinite(run.last_loss)]
+            why = ("every training loss is exactly 0 (the model fits the training set), so the rule has "
+                   "nothing to prefer" if seen.numel() and not seen.any() else "the sampler chose no example")
+            log.warning("note: nothing was backpropagated in epoch %d: %s; train_loss is empty, not diverged",
+                        row["epoch"], why)
+    return note
 
 
 def attach_trackers(parts, hooks: Hooks, resumed: bool) -> None:

@@ -185,9 +185,10 @@ def test_tampered_checkpoint_stops_a_resume_with_one_line(run_tiny, tmp_path):
     path = ckpt.latest(run)
     path.write_bytes(path.read_bytes()[:-10])
     res = run_sbrun(f"resume={run}")
-    assert res.returncode == 1
+    assert res.returncode == 2          # bad input (issue 18): the run directory is left as it was
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "checkpoint" in lines[0]
+    assert len(lines) == 1 and "checkpoint" in lines[0] and "new name=" in lines[0]
+    assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
 
 
 def test_a_checkpoint_from_another_config_is_refused(run_tiny, tiny_config):

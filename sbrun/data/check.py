@@ -241,3 +241,19 @@ def describe(data: TrainTest, num_classes: Optional[int] = None, source: str = "
             "image_size": int(data.train.images.shape[2]), "mean": mean,
             "std": [s if s > 0 else 1.0 for s in std],
             "classes": names + [str(i) for i in range(len(names), k)]}
+
+
+def data_source(ds) -> str:
+    """What a data message names: the user's file or folder (dataset.path), else the loader."""
+    return str(ds.loader.get("path") or ds.target)
+
+
+def check_subsets(data: TrainTest, ds, source: str) -> None:
+    """dataset.subset / test_subset above the split's size are refused, not silently ignored:
+    a run that asked for 50,000 examples of a 10,000-example set is a mistake, not a wish."""
+    for key, split in (("subset", data.train), ("test_subset", data.test)):
+        n = getattr(ds, key)
+        if n is not None and n > len(split):
+            raise DataError(f"{source}: dataset.{key}={n} is more than the {len(split)} "
+                            f"{'training' if key == 'subset' else 'test'} examples; allowed: null (all) "
+                            f"or an integer in [1, {len(split)}]")

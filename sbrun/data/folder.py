@@ -171,10 +171,11 @@ def _read_cache(path: Path, n: int, image_size: int) -> Optional[torch.Tensor]:
         return None
 
 
-def load_folder(path, image_size: int, channels: Optional[int] = None, *,
+def load_folder(path, image_size: int, channels: Optional[int] = None, num_classes: Optional[int] = None, *,
                 progress: Optional[bool] = None) -> TrainTest:
     """The folder at `path` as a checked TrainTest (module docstring: layout, resizing, cache).
-    progress: show the decoding bar (None: only on a terminal)."""
+    progress: show the decoding bar (None: only on a terminal). Everything the listing can tell
+    is checked before anything is decoded or cached, so a refused folder is left untouched."""
     root = Path(path).expanduser()
     if not (isinstance(image_size, int) and image_size >= 1):
         raise DataError(f"{root}: image_size is {image_size!r}; set dataset.image_size to an integer >= 1")
@@ -182,6 +183,12 @@ def load_folder(path, image_size: int, channels: Optional[int] = None, *,
         raise DataError(f"{root}: channels is {channels!r}; dataset.channels must be 1 (grayscale), "
                         f"3 (RGB) or unset (inferred)")
     classes, train, test = list_folder(root)
+    if len(classes) < 2:
+        raise DataError(f"{root / 'train'}: only one class folder ({classes[0]}); classification needs at "
+                        f"least 2 ({LAYOUT})")
+    if num_classes is not None and num_classes < len(classes):
+        raise DataError(f"{root / 'train'}: {len(classes)} class folders, but dataset.num_classes={num_classes}; "
+                        f"allowed: null (from the folders) or at least {len(classes)}")
     cache = root / CACHE_DIR / f"{cache_key(root, train + test, image_size, channels)}.npz"
     images = _read_cache(cache, len(train) + len(test), image_size)
     if images is None:
