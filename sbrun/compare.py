@@ -11,7 +11,7 @@
    settings equal a tuning job's is that job (skipped, not re-run).
 3. Work is charged with measured costs (a costs.json from sbrun-bench, or measured here once), or
    with the paper's 1:3 when asked (`--costs paper`).
-4. The verdict (verdict.md, comparison.csv, lr_choice.csv, reach.csv, pareto.png) pairs every
+4. The verdict (verdict.md, comparison.csv, lr_choice.csv, reach.csv, finals.csv, runs.csv, pareto.png) pairs every
    method with the baseline by seed at each budget.
 
 Re-running the same command skips finished jobs and only redoes the analysis; adding seeds or
@@ -149,15 +149,15 @@ def measure_costs(pr: Protocol, path: Path) -> None:
              costs["f_sel"], costs["fb"], costs["fb"] / costs["f_sel"], path)
 
 
-def load_finals(pr: Protocol) -> pd.DataFrame:
+def load_runs(pr: Protocol) -> pd.DataFrame:
+    """Every evaluation row of this protocol's jobs (tuning included)."""
     try:
         runs = merge_runs([pr.sweep_dir])
     except NoRunsError as err:
         raise ConfigError(f"{pr.sweep_dir}: {err}") from None
-    finals = verdict.last_rows(runs)
-    wanted = finals["sampler"].isin(pr.methods) & finals["seed"].isin(pr.seeds) & finals["lr"].isin(pr.lrs) \
-        & finals["budget_amount"].isin(pr.budgets)
-    return finals[wanted]
+    wanted = runs["sampler"].isin(pr.methods) & runs["seed"].isin(pr.seeds) & runs["lr"].isin(pr.lrs) \
+        & runs["budget_amount"].isin(pr.budgets)
+    return runs[wanted]
 
 
 def compare(pr: Protocol) -> Path:
@@ -166,26 +166,28 @@ def compare(pr: Protocol) -> Path:
     base = common_overrides(pr, costs)
     for job in tuning_jobs(pr):
         run_sweep(base + job)
-    finals = load_finals(pr)
+    finals = verdict.last_rows(load_runs(pr))
     tuning = finals if pr.tuned_per_budget else finals[finals["budget_amount"] == pr.tune_budget]
     choice = verdict.choose_lr(tuning, per_budget=pr.tuned_per_budget, seeds=pr.tune_seeds)
     for job in final_jobs(pr, choice):
         run_sweep(base + job)
-    finals = load_finals(pr)
+    runs = load_runs(pr)
     if not pr.tuned_per_budget:
         choice = choice.drop(columns=[verdict.BUDGET], errors="ignore")
-    chosen = verdict.at_chosen_lr(finals, choice)
-    return write_report(pr, chosen, choice, costs)
+    chosen = verdict.at_chosen_lr(verdict.last_rows(runs), choice)
+    return write_report(pr, runs, chosen, choice, costs)
 
 
-def write_report(pr: Protocol, chosen: pd.DataFrame, choice: pd.DataFrame, costs: List[str]) -> Path:
+def write_report(pr: Protocol, runs: pd.DataFrame, chosen: pd.DataFrame, choice: pd.DataFrame,
+                 costs: List[str]) -> Path:
     from .plots.pareto import pareto
     out = pr.report_dir
     out.mkdir(parents=True, exist_ok=True)
     table = verdict.paired_table(chosen, pr.baseline)
     target = pr.target_error if pr.target_error is not None else verdict.default_target(table, pr.baseline)
     reach = verdict.smallest_budget(table, target)
-    chosen.to_csv(out / "runs.csv", index=False)
+    runs.to_csv(out / "runs.csv", index=False)          # every evaluation of every job, tuning included
+    chosen.to_csv(out / "finals.csv", index=False)      # the last evaluation of each run at its chosen lr
     choice.to_csv(out / "lr_choice.csv", index=False)
     table.to_csv(out / "comparison.csv", index=False)
     reach.to_csv(out / "reach.csv", index=False)
@@ -209,7 +211,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> Protocol:
         "train every method at the same work budgets and seeds, and pair each against the baseline.",
         epilog="Arguments after `--` are sbrun overrides for every job (dataset=..., model=..., "
                "hydra/launcher=joblib). Outputs: OUT_DIR/multirun/NAME (the runs) and OUT_DIR/compare/NAME "
-               "(verdict.md, comparison.csv, lr_choice.csv, reach.csv, pareto.png).")
+               "(verdict.md, comparison.csv, lr_choice.csv, reach.csv, finals.csv, runs.csv, pareto.png).")
     ap.add_argument("name", help="the comparison's name: its sweep is OUT_DIR/multirun/NAME (re-running resumes)")
     ap.add_argument("--methods", nargs="+", required=True, help="sampler names, e.g. traditional sb stale_sb")
     ap.add_argument("--budgets", nargs="+", type=float, required=True, help="work budgets (Traditional epochs)")

@@ -104,7 +104,7 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     main(argv)
     out = tmp_path / "compare" / "e2e"
     choice = pd.read_csv(out / "lr_choice.csv")
-    runs = pd.read_csv(out / "runs.csv")
+    runs = pd.read_csv(out / "finals.csv")
     tuning = pd.concat([pd.read_csv(p) for p in (tmp_path / "multirun" / "e2e").rglob("metrics.csv")])
     assert set(choice["sampler"]) == {"traditional", "sb"}
     assert set(choice["lr"]) <= {0.005, 0.05}
@@ -123,6 +123,8 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     text = (out / "verdict.md").read_text()
     assert "Verdict" in text and "budget 2, sb vs traditional" in text
     assert len(tuning) > 0
+    everything = pd.read_csv(out / "runs.csv")      # every evaluation, tuning runs included
+    assert everything["run"].nunique() == 2 * 2 * 2 + 2 * 2   # tuning: 2 methods x 2 lrs x 2 seeds at budget 2; finals add budget 1
     mtimes = {p: p.stat().st_mtime for p in (tmp_path / "multirun" / "e2e").rglob("summary.json")}
     main(argv)     # everything is finished: nothing re-runs
     assert mtimes == {p: p.stat().st_mtime for p in (tmp_path / "multirun" / "e2e").rglob("summary.json")}
