@@ -8,7 +8,7 @@ import pytest
 
 from conftest import TINY, run_sbrun
 from sbrun import grid
-from test_reliability import TIME_COLUMNS, run_killed
+from test_reliability import comparable, run_killed
 
 BUDGET = ["budget.unit=work", "budget.amount=2", "schedule=linear"]
 SAMPLERS = {"traditional": ["sampler=traditional"], "sb": ["sampler=sb", "beta=2"]}
@@ -124,10 +124,6 @@ def test_bad_grid_values_are_one_line_exit_2(tmp_path, override, allowed):
 
 GRID_RUN = TINY + ["deterministic=true", "label_noise=0.1", "sampler=stale_sb", "sampler.staleness=2",
                    "budget.unit=work", "budget.amount=3", "eval.every=0.4", "bn_recalibrate=64"]   # constant lr: extendable
-
-
-def comparable(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIME_COLUMNS)
 
 
 @pytest.fixture(scope="module")
