@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_sbrun
+from conftest import TINY, requires_gpu, run_sbrun
 from sbrun import grid
 from test_reliability import comparable, run_killed
 
@@ -155,3 +155,13 @@ def test_extending_a_grid_run_equals_running_longer(tmp_path, reference):
     # budget_frac is a fraction of the budget each row was written under; everything else agrees
     extended, longer = (comparable(d).drop(columns="budget_frac") for d in (tmp_path / "runs" / "job", reference))
     pd.testing.assert_frame_equal(extended, longer)
+
+
+@requires_gpu
+def test_the_grid_pauses_the_cuda_clock_between_events(run_tiny):
+    # On CUDA the phase timer reads events; a grid evaluation ends and restarts its epoch clock.
+    run_dir, _ = run_tiny(*BUDGET, "eval.every=0.5", "device=cuda")
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    assert len(rows) == 4 and (rows["epoch_time_s"] > 0).all()
+    assert rows["epoch_time_s"].sum() == pytest.approx(rows["train_time_s"].iloc[-1], rel=1e-6)
+    assert (rows["wall_time_s"] >= rows["train_time_s"]).all()
