@@ -165,3 +165,12 @@ def test_the_grid_pauses_the_cuda_clock_between_events(run_tiny):
     assert len(rows) == 4 and (rows["epoch_time_s"] > 0).all()
     assert rows["epoch_time_s"].sum() == pytest.approx(rows["train_time_s"].iloc[-1], rel=1e-6)
     assert (rows["wall_time_s"] >= rows["train_time_s"]).all()
+
+
+def test_a_grid_run_with_fewer_rows_than_epochs_merges(run_tiny):
+    from sbrun.merge import load_run
+
+    run_dir, summary = run_tiny("sampler=sb", "epochs=4", "eval.every=2", "eval.unit=epochs")
+    assert summary["epochs_completed"] == 4
+    table = load_run(run_dir)
+    assert table["epoch"].tolist() == [2.0, 4.0] and (table["eval_every"] == 2.0).all()
