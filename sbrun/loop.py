@@ -174,7 +174,7 @@ def train_chunk(p, run: RunState, ep: EpochState, chunk, hooks: Hooks) -> bool:
             x, y = x[sel.pos], y[sel.pos]
     # One small collective per chunk: every rank's kept count (the step ledger), its chunk size
     # (the scoring count) and whether it ran out of its time cap in the first epoch.
-    info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run))])
+    info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run, ep))])
     if need in (Need.FRESH, Need.CHARGED):
         ep.select_forwards += sum(r[1] for r in info)
     ep.queue.push(idx, x, y, sel.weight, [r[0] for r in info])
@@ -185,13 +185,14 @@ def train_chunk(p, run: RunState, ep: EpochState, chunk, hooks: Hooks) -> bool:
             return True
     if any(r[2] for r in info):
         raise ConfigError(f"hours={p.cfg.hours:g} is too small: the first epoch did not finish within the "
-                          f"budget ({p.timer.elapsed():.1f} s so far); allowed: a budget of at least one epoch")
+                          f"budget ({usage(p, run, ep).seconds:.1f} s so far); allowed: a budget of at least one epoch")
     return False
 
 
-def first_epoch_over_hours(p, run: RunState) -> bool:
+def first_epoch_over_hours(p, run: RunState, ep: EpochState) -> bool:
     hours = p.cfg.hours
-    return hours is not None and run.epoch == 0 and p.timer.elapsed() > hours * 3600
+    # the epoch's seconds so far, those before a resume or a grid evaluation's pause included
+    return hours is not None and run.epoch == 0 and usage(p, run, ep).seconds > hours * 3600
 
 
 def train_step(p, run: RunState, ep: EpochState, step: Step, hooks: Hooks) -> bool:

@@ -92,6 +92,10 @@ def read_metrics(path: Path, completed: int) -> pd.DataFrame:
 
 
 def _completed(summary: dict) -> int:
+    """The epoch rows metrics.csv must hold: none to count on an evaluation grid (eval.every),
+    whose rows sit at compute points, not at epoch ends."""
+    if ((summary.get("config") or {}).get("eval") or {}).get("every") is not None:
+        return 0
     done = summary.get("epochs_completed")
     return int(done) if isinstance(done, (int, float)) and done == done else 0
 

@@ -62,7 +62,7 @@ class EpochState:
     global_backprops: int = 0       # (all)
     select_forwards: int = 0        # (all)
     steps: int = 0                  # (all: every rank takes part in every step)
-    phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume
+    phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume or a grid evaluation
     visit: Optional[torch.Tensor] = None                     # the sampler's pass-through mask
     gen_states: Optional[Dict[str, torch.Tensor]] = None     # selection/augmentation streams
     mark: Dict[str, float] = field(default_factory=dict)     # interval counters at this epoch's last row (eval.every)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_sbrun
+from conftest import TINY, requires_gpu, run_sbrun
 from sbrun import grid
-from test_reliability import TIME_COLUMNS, run_killed
+from test_reliability import comparable, run_killed
 
 BUDGET = ["budget.unit=work", "budget.amount=2", "schedule=linear"]
 SAMPLERS = {"traditional": ["sampler=traditional"], "sb": ["sampler=sb", "beta=2"]}
@@ -126,10 +126,6 @@ GRID_RUN = TINY + ["deterministic=true", "label_noise=0.1", "sampler=stale_sb", 
                    "budget.unit=work", "budget.amount=3", "eval.every=0.4", "bn_recalibrate=64"]   # constant lr: extendable
 
 
-def comparable(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIME_COLUMNS)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("gridref")
@@ -159,3 +155,22 @@ def test_extending_a_grid_run_equals_running_longer(tmp_path, reference):
     # budget_frac is a fraction of the budget each row was written under; everything else agrees
     extended, longer = (comparable(d).drop(columns="budget_frac") for d in (tmp_path / "runs" / "job", reference))
     pd.testing.assert_frame_equal(extended, longer)
+
+
+@requires_gpu
+def test_the_grid_pauses_the_cuda_clock_between_events(run_tiny):
+    # On CUDA the phase timer reads events; a grid evaluation ends and restarts its epoch clock.
+    run_dir, _ = run_tiny(*BUDGET, "eval.every=0.5", "device=cuda")
+    rows = pd.read_csv(run_dir / "metrics.csv")
+    assert len(rows) == 4 and (rows["epoch_time_s"] > 0).all()
+    assert rows["epoch_time_s"].sum() == pytest.approx(rows["train_time_s"].iloc[-1], rel=1e-6)
+    assert (rows["wall_time_s"] >= rows["train_time_s"]).all()
+
+
+def test_a_grid_run_with_fewer_rows_than_epochs_merges(run_tiny):
+    from sbrun.merge import load_run
+
+    run_dir, summary = run_tiny("sampler=sb", "epochs=4", "eval.every=2", "eval.unit=epochs")
+    assert summary["epochs_completed"] == 4
+    table = load_run(run_dir)
+    assert table["epoch"].tolist() == [2.0, 4.0] and (table["eval_every"] == 2.0).all()
