@@ -534,7 +534,8 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
     info = info or {}
     lines += ["", f"Device: {first['device']}; f_sel = {first['f_sel_us']:.1f} us/example, "
                   f"f+b = {first['fb_us']:.1f} us/example (medians of {info.get('cost_samples', 1)} timings, one per "
-                  f"round and one before); peak memory {first['peak_memory']}; {int(first['repeats'])} interleaved rounds."]
+                  f"round and one before); peak memory {first['peak_memory']}; "
+                  f"{int(first['repeats'])} interleaved rounds."]
     if info:
         lines.append(f"Setup: {info['dataset']} ({info['n_train']} examples), {info['model']}, batch "
                      f"{info['batch_size']}, precision {info['precision']}, channels_last {info['channels_last']}, "

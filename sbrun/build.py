@@ -137,8 +137,9 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
                  "scoring_precision": "bf16" if bf16 or cfg.scoring.precision == "bf16" else "fp32"}
     parts = Parts(
         cfg=cfg, run_dir=Path(run_dir), device=device, dist=dist, data=data, stream=stream, test_set=test_set,
-        val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net, optimizer=build_optimizer(model, cfg.optim),
-        sampler=sampler, meter=meter, grid=eval_grid(cfg, meter), memory_format=memory_format, autocast=autocast(device, bf16),
+        val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net,
+        optimizer=build_optimizer(model, cfg.optim), sampler=sampler, meter=meter, grid=eval_grid(cfg, meter),
+        memory_format=memory_format, autocast=autocast(device, bf16),
         score_autocast=autocast(device, effective["scoring_precision"] == "bf16"), local_batch=local_batch,
         chunk=sampler.chunk_size(dist.local_size(cfg.select_size)),
         input_shape=(spec.channels, spec.image_size, spec.image_size), timer=PhaseTimer(device),
@@ -284,7 +285,8 @@ def check_output(model: nn.Module, spec: DatasetConfig, target: str, side: Optio
         with torch.no_grad():
             out = model(x)
     except Exception as err:
-        raise ConfigError(f"model._target_={target} cannot take ({spec.channels}, {side}, {side}) images ({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+        raise ConfigError(f"model._target_={target} cannot take ({spec.channels}, {side}, {side}) images "
+                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
                           f"allowed: a model for the dataset's image shape") from None
     finally:
         model.train(was_training)

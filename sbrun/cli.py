@@ -24,8 +24,21 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import CheckpointError
-from .config import (OPERATIONAL, UNKNOWN_KEY_HINT, Config, ConfigError, check_compatible, config_diffs, get_dotted,
-                     key_kind, keys_of_kind, register_schema, to_dict, type_error_message, validate)
+from .config import (
+    OPERATIONAL,
+    UNKNOWN_KEY_HINT,
+    Config,
+    ConfigError,
+    check_compatible,
+    config_diffs,
+    get_dotted,
+    key_kind,
+    keys_of_kind,
+    register_schema,
+    to_dict,
+    type_error_message,
+    validate,
+)
 from .data import DataError
 from .records import SUMMARY, OutputError, read_json
 
@@ -304,7 +317,8 @@ def check_trackers(cfg: Config) -> None:
     chosen = {k: v for k, v in (cfg.logger or {}).items() if k != "csv"}
     if not chosen:
         return
-    from .trackers import TrackerUnavailable, check_trackers as check
+    from .trackers import TrackerUnavailable
+    from .trackers import check_trackers as check
 
     try:
         check(chosen)
@@ -324,7 +338,8 @@ def ineffective(cfg: Config, job: Sequence[str]) -> List[str]:
         notes.append(f"{', '.join(scoring)} has no effect with sampler={cfg.sampler.name} (it runs no scoring "
                      f"forwards); it is not recorded in params")
     if "epochs" in keys and cfg.budget.amount is not None:
-        notes.append(f"epochs has no effect: budget.amount={cfg.budget.amount:g} {cfg.budget.unit} sets the run's length")
+        notes.append(f"epochs has no effect: budget.amount={cfg.budget.amount:g} {cfg.budget.unit} "
+                     f"sets the run's length")
     if "channels_last" in keys and cfg.channels_last and cfg.model.name in ("mlp", "linear"):
         notes.append(f"channels_last has no effect on model={cfg.model.name} (no convolutions)")
     return notes
@@ -405,7 +420,8 @@ def _preflight_resume(argv, args, user, resume) -> List[str]:
     summary = read_json(run_dir / SUMMARY)
     if is_finished(summary, to_dict(cfg)):
         raise ConfigError(f"resume={run_dir} is invalid: that run already finished ({summary.get('epochs_completed')} "
-                          f"epochs, stopped on {summary.get('stop_reason') or 'epochs'}); allowed: an unfinished run, or "
+                          f"epochs, stopped on {summary.get('stop_reason') or 'epochs'}); "
+                          f"allowed: an unfinished run, or "
                           f"a larger epochs=, hours= or budget.amount= to train it further")
     resolve_device(cfg.device)
     check_trackers(cfg)

@@ -69,7 +69,8 @@ class Protocol:
         need(all(lr > 0 for lr in self.lrs), f"--lrs {self.lrs} is invalid; allowed: numbers > 0")
         need(len(set(self.seeds)) >= 2, f"--seeds {self.seeds} is invalid; allowed: two or more distinct seeds "
                                         f"(paired intervals need two)")
-        need(0 < self.val_fraction < 0.5, f"--val-fraction {self.val_fraction} is invalid; allowed: a number in (0, 0.5)")
+        need(0 < self.val_fraction < 0.5,
+             f"--val-fraction {self.val_fraction} is invalid; allowed: a number in (0, 0.5)")
         need(self.tune_budget is None or self.tune_budget in self.budgets,
              f"--tune-budget {self.tune_budget} is invalid; allowed: 'each' or one of --budgets")
         need(set(self.tune_seeds) <= set(self.seeds),
@@ -223,7 +224,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> Protocol:
     ap.add_argument("--val-fraction", type=float, default=0.1, help="validation split (default 0.1)")
     ap.add_argument("--bn-recalibrate", type=int, default=1024, help="examples for batch-norm re-estimation")
     ap.add_argument("--costs", default="measure", help="measure (default), paper (1:3), or a costs.json")
-    ap.add_argument("--eval-every", type=float, default=None, help="work between evaluations (default: smallest budget)")
+    ap.add_argument("--eval-every", type=float, default=None,
+                    help="work between evaluations (default: smallest budget)")
     ap.add_argument("--baseline", default="traditional", help="the method others are paired against")
     ap.add_argument("--target-error", type=float, default=None,
                     help="error (fraction) for 'smallest budget'; default 1.1 x the baseline's at its largest budget")
@@ -239,7 +241,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> Protocol:
         try:
             tune = float(a.tune_budget)
         except ValueError:
-            raise ConfigError(f"--tune-budget {a.tune_budget} is invalid; allowed: 'each' or one of --budgets") from None
+            raise ConfigError(f"--tune-budget {a.tune_budget} is invalid; "
+                              f"allowed: 'each' or one of --budgets") from None
     return Protocol(name=a.name, methods=a.methods, budgets=budgets, seeds=a.seeds, lrs=sorted(a.lrs), tune_budget=tune,
                     tune_seeds=a.tune_seeds or a.seeds, val_fraction=a.val_fraction, bn_recalibrate=a.bn_recalibrate,
                     costs=a.costs, eval_every=a.eval_every, baseline=a.baseline, target_error=a.target_error,

@@ -189,7 +189,8 @@ class ScheduleConfig:
     paper's schedules. step/linear/cosine: relative to the run's length (budget.amount, else epochs),
     reaching final_lr_frac * lr exactly when the run ends; step's milestones are fractions."""
     name: str = doc("multistep | step | linear | cosine", "multistep")
-    milestones: List[float] = doc("multistep: epochs (or backprops/N) of each lr cut; step: run fractions", factory=list)
+    milestones: List[float] = doc("multistep: epochs (or backprops/N) of each lr cut; step: run fractions",
+                                  factory=list)
     gamma: Optional[float] = doc("lr factor at each milestone (step: null = final_lr_frac ** (1 / #milestones))", 0.1)
     by: str = doc("multistep: epochs passed through selection | backprops / N", "epochs")
     final_lr_frac: float = doc("step / linear / cosine: the final lr as a fraction of optim.lr", 0.0)

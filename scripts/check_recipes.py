@@ -20,8 +20,8 @@ skipped, and say so.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import json
 import os
 import subprocess

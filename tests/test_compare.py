@@ -1,16 +1,12 @@
 """sbrun-compare end to end on digits, and its verdict arithmetic on constructed runs."""
 from __future__ import annotations
 
-import math
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from sbrun import verdict
-from sbrun.compare import Protocol, main, parse
+from sbrun.compare import main, parse
 from sbrun.config import ConfigError
 
 
@@ -20,8 +16,9 @@ def finals_frame(errors: dict, val: dict | None = None) -> pd.DataFrame:
     for (sampler, lr, budget), errs in errors.items():
         for seed, e in enumerate(errs):
             v = (val or {}).get((sampler, lr, budget), errs)[seed]
-            rows.append({"run": f"{sampler}-{lr}-{budget}-{seed}", "sampler": sampler, "lr": lr, "budget_amount": budget,
-                         "seed": seed, "status": "finished", "test_error": e, "val_error": v, "work": budget})
+            rows.append({"run": f"{sampler}-{lr}-{budget}-{seed}", "sampler": sampler, "lr": lr,
+                         "budget_amount": budget, "seed": seed, "status": "finished", "test_error": e,
+                         "val_error": v, "work": budget})
     return pd.DataFrame(rows)
 
 
@@ -124,7 +121,8 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     assert "Verdict" in text and "budget 2, sb vs traditional" in text
     assert len(tuning) > 0
     everything = pd.read_csv(out / "runs.csv")      # every evaluation, tuning runs included
-    assert everything["run"].nunique() == 2 * 2 * 2 + 2 * 2   # tuning: 2 methods x 2 lrs x 2 seeds at budget 2; finals add budget 1
+    # tuning: 2 methods x 2 lrs x 2 seeds at budget 2; finals add budget 1
+    assert everything["run"].nunique() == 2 * 2 * 2 + 2 * 2
     mtimes = {p: p.stat().st_mtime for p in (tmp_path / "multirun" / "e2e").rglob("summary.json")}
     main(argv)     # everything is finished: nothing re-runs
     assert mtimes == {p: p.stat().st_mtime for p in (tmp_path / "multirun" / "e2e").rglob("summary.json")}

@@ -4,13 +4,12 @@ from collections import deque
 import pytest
 import torch
 
-from sbrun.data import augment
 from sbrun.config import DatasetConfig
-from sbrun.data import ImageSet
-from sbrun.samplers import rules
-from sbrun.selection import LossHistory
-from sbrun.seeding import generator
+from sbrun.data import ImageSet, augment
 from sbrun.data.stream import Augmenter, LoaderStream, TensorStream
+from sbrun.samplers import rules
+from sbrun.seeding import generator
+from sbrun.selection import LossHistory
 
 CPU = torch.device("cpu")
 

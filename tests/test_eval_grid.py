@@ -123,7 +123,8 @@ def test_bad_grid_values_are_one_line_exit_2(tmp_path, override, allowed):
 # --- resume ------------------------------------------------------------------------------------
 
 GRID_RUN = TINY + ["deterministic=true", "label_noise=0.1", "sampler=stale_sb", "sampler.staleness=2",
-                   "budget.unit=work", "budget.amount=3", "eval.every=0.4", "bn_recalibrate=64"]   # constant lr: extendable
+                   "budget.unit=work", "budget.amount=3", "eval.every=0.4",
+                   "bn_recalibrate=64"]   # constant lr: extendable
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,12 @@ import torch
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 from conftest import make_config, run_sbrun  # noqa: E402
-from test_reliability import TIME_COLUMNS, run_killed  # noqa: E402
-
 from sbrun import loop  # noqa: E402
 from sbrun.build import build, resolve_device  # noqa: E402
 from sbrun.hooks import Hooks  # noqa: E402
 from sbrun.outputs import CHANCE_MARGIN  # noqa: E402
 from sbrun.state import EpochState, RunState  # noqa: E402
+from test_reliability import TIME_COLUMNS, run_killed  # noqa: E402
 
 DEVICE = os.environ.get("SBRUN_GPU_TEST_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu,

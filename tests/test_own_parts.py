@@ -198,6 +198,7 @@ def test_bf16_and_channels_last_run_on_the_cpu(workdir, monkeypatch, args, train
     (workdir / "my_pkg" / "probe.py").write_text(PROBE)
     monkeypatch.syspath_prepend(str(workdir))
     import importlib
+
     import my_pkg.probe as probe
     importlib.reload(probe)
     res = run_sbrun("model._target_=my_pkg.probe.Probe", "sampler=sb", "epochs=2", "dataset.subset=256",

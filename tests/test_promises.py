@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY, run_sbrun
 from sbrun import records
 from sbrun.runner import is_finished
-from test_reliability import TIME_COLUMNS, assert_same_run, run_killed
+from test_reliability import assert_same_run, run_killed
 
 
 def summary(run):

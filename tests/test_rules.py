@@ -4,9 +4,8 @@ import math
 import pytest
 import torch
 
-from sbrun.samplers import sb_probabilities
+from sbrun.samplers import rules, sb_probabilities
 from sbrun.selection import LossHistory
-from sbrun.samplers import rules
 
 
 def brute_sb_probabilities(losses, history, beta, min_prob=0.0):

@@ -5,12 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import make_config
+from sbrun.runner import train
 from sbrun.samplers import Ctx, Need, Observation, SamplerEnv, rules
 from sbrun.samplers.baselines import ComposerConfig, Kath18Config, RandomConfig, TopKConfig
 from sbrun.samplers.sb import SBConfig
 from sbrun.selection import LossHistory
-from sbrun.runner import train
-from conftest import make_config
 
 CPU = torch.device("cpu")
 CONFIGS = {"sb": SBConfig, "random": RandomConfig, "topk": TopKConfig, "composer": ComposerConfig,

@@ -36,7 +36,8 @@ def recorder(tmp_path_factory):
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: f"{s.parent.name}/{s.stem}")
 def test_every_sweep_of_a_script_validates(script, recorder, tmp_path):
     record = tmp_path / "commands.jsonl"
-    env = {**os.environ, "SBRUN": str(recorder), "SBRUN_PLOT": str(recorder.with_name("sbrun-plot-stub")), "PYTHON": "true", "SBRUN_RECORD": str(record),
+    env = {**os.environ, "SBRUN": str(recorder), "SBRUN_PLOT": str(recorder.with_name("sbrun-plot-stub")),
+           "PYTHON": "true", "SBRUN_RECORD": str(record),
            "OUT": str(tmp_path / "out"), "DATA_DIR": str(tmp_path / "data"), "MPLBACKEND": "Agg"}
     res = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]

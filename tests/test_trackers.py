@@ -79,7 +79,8 @@ def session(cfg, run_dir, epochs, status, acc=lambda e: e / 10, config=CONFIG):
 # --- config group, preflight, one-line errors -------------------------------------------------
 
 def test_the_logger_group_composes_several_trackers_with_their_settings():
-    cfg = _compose(["csv", "tensorboard", "wandb", "mlflow"], ["logger.wandb.project=cifar", "logger.mlflow.experiment=e1"])
+    cfg = _compose(["csv", "tensorboard", "wandb", "mlflow"],
+                   ["logger.wandb.project=cifar", "logger.mlflow.experiment=e1"])
     assert list(cfg) == ["csv", "tensorboard", "wandb", "mlflow"]
     assert cfg["tensorboard"]["_target_"] == "sbrun.trackers.tensorboard.TensorBoardTracker"
     assert cfg["wandb"]["project"] == "cifar" and cfg["mlflow"]["experiment"] == "e1"

@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sbrun.data import DataError
-from sbrun.data import folder
+from sbrun.data import DataError, folder
 from sbrun.data.arrays import load_arrays
 from sbrun.data.check import as_train_test, channel_stats, describe
 from sbrun.data.folder import load_folder

@@ -6,7 +6,6 @@ import json
 import logging
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np

@@ -1,5 +1,5 @@
 """Datasets, label noise, batching and augmentation."""
-from .sets import DataError, ImageSet, TrainTest
 from .noise import corrupt_labels
+from .sets import DataError, ImageSet, TrainTest
 
 __all__ = ["DataError", "ImageSet", "TrainTest", "corrupt_labels"]

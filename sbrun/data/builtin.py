@@ -6,13 +6,12 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .sets import DataError, ImageSet, TrainTest
-
 
 DOWNLOAD_TIMEOUT_S = 60
 

@@ -18,10 +18,9 @@ from typing import Iterator, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import augment
 from ..config import DatasetConfig
-
 from ..seeding import derive_seed, generator
+from . import augment
 from .sets import ImageSet
 
 

@@ -35,7 +35,8 @@ def band_note(rows: pd.DataFrame) -> str:
     seeds = data.configs(rows)["seeds"]
     if seeds.max() <= 1:
         return "one seed per configuration: curves are single runs, no confidence band"
-    return f"mean over seeds; {BAND}" + (f"; '{ONE_SEED}' where a configuration has one seed" if seeds.min() <= 1 else "")
+    one_seed = f"; '{ONE_SEED}' where a configuration has one seed" if seeds.min() <= 1 else ""
+    return f"mean over seeds; {BAND}" + one_seed
 
 
 def draw_curves(ax, rows: pd.DataFrame, x: str, y: str = "test_error", styles=None, scale: float = 100.0) -> None:
@@ -183,7 +184,7 @@ def selectivity(df, out_dir, formats=("png",), k: float = 1.2, baseline: str = t
     Errors carry 95% CI bars clipped to [0, 100]%; times are the speedup table's: interpolated
     between evaluations, geometric means over the seeds its ratio uses, marked 'r/n' where some
     never reached the target."""
-    from .tables import speedup_table   # tables reads the per-seed times this figure shows
+    from .tables import speedup_table  # tables reads the per-seed times this figure shows
 
     df = data.drop_duplicate_seeds(df)[0]
     cfgs = data.configs(df).join(data.config_final_error(df), on="config")

@@ -113,7 +113,7 @@ def _params_columns(df: pd.DataFrame) -> None:
     parsed = {t: json.loads(t) if isinstance(t, str) and t else {} for t in df[keys.PARAMS_COLUMN].unique()}
     for key in keys.param_keys(parsed):
         if key not in df.columns:
-            df[key] = df[keys.PARAMS_COLUMN].map(lambda t: parsed[t].get(key))
+            df[key] = df[keys.PARAMS_COLUMN].map(lambda t, key=key: parsed[t].get(key))
 
 
 # Runs recorded before every scoring sampler wrote its scoring options left them out at full cost;
@@ -181,7 +181,8 @@ def configs(df: pd.DataFrame) -> pd.DataFrame:
     first["seed_list"] = first["config"].map(seed_lists)
     first["_rank"] = first["sampler"].map(style.family_rank)
     knob_extra = keys.extras(df)[1]
-    order = ["experiment", "label_noise", "_rank", "sampler", "staleness", "beta", "selectivity", "variant"] + knob_extra
+    order = ["experiment", "label_noise", "_rank", "sampler", "staleness", "beta", "selectivity", "variant",
+             *knob_extra]
     first = first.sort_values(order, na_position="first", kind="stable")
     return first.drop(columns="_rank").reset_index(drop=True)
 

@@ -7,8 +7,8 @@ from typing import Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import pandas as pd
 
-from . import breakdown, budget, curves, data, images, losses, tables, targets
 from ..records import OutputError
+from . import breakdown, budget, curves, data, images, losses, tables, targets
 from .style import NotSupported
 
 log = logging.getLogger("sbrun.plots")

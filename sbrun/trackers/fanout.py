@@ -15,8 +15,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 from ..config import ConfigError
-from .base import (STATUSES, CsvTracker, RunInfo, Tracker, TrackerUnavailable, artifact_files,
-                   numeric_metrics, plain_config)
+from .base import (
+    STATUSES,
+    CsvTracker,
+    RunInfo,
+    Tracker,
+    TrackerUnavailable,
+    artifact_files,
+    numeric_metrics,
+    plain_config,
+)
 
 log = logging.getLogger("sbrun")
 
@@ -146,7 +154,7 @@ class Trackers:
 
     def _save(self) -> None:
         if self.state_path is not None:
-            from ..records import write_json   # atomic; imported here as it loads torch
+            from ..records import write_json  # atomic; imported here as it loads torch
 
             write_json(self.state_path, self.state)
 
