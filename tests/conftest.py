@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import List
 
+import pandas as pd
 import pytest
 import torch
 
@@ -24,6 +25,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # A synthetic run that trains in well under a second.
 TINY = ["dataset=synthetic", "model=mlp", "model.width=32", "dataset.n_train=512", "dataset.n_test=128",
         "batch_size=32", "epochs=3", "plots=false", "progress=off", "optim.lr=0.05"]
+# The tiny run the kill-and-resume checks interrupt: deterministic, with noisy labels to select on.
+RESUME_RUN = TINY + ["epochs=4", "deterministic=true", "label_noise=0.1"]
+# metrics.csv columns that measure time: they differ between two otherwise identical runs.
+TIME_COLUMNS = ["train_time_s", "wall_time_s", "epoch_time_s", "time_select_fwd_s", "time_train_fwd_s",
+                "time_backward_s", "time_other_s", "time_data_s", "time_bookkeeping_s"]
 
 
 def make_config(overrides: List[str] = ()) -> Config:
@@ -73,6 +79,41 @@ def run_sbrun(*args: str) -> subprocess.CompletedProcess:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
     return subprocess.CompletedProcess(["sbrun", *args], code, out.getvalue(), err.getvalue())
+
+
+# Runs the real CLI, but signals itself after the K-th training step (a pre-emption or a crash at
+# a chosen point mid-epoch).
+KILLER = """
+import os, signal, sys
+from sbrun import hooks
+k, sig = int(os.environ["KILL_AFTER"]), getattr(signal, os.environ["KILL_SIGNAL"])
+count = [0]
+def step(info):
+    count[0] += 1
+    if count[0] == k:
+        os.kill(os.getpid(), sig)
+hooks.GLOBAL.after_step.append(step)
+from sbrun.cli import main
+main(sys.argv[1:])
+"""
+
+
+def run_killed(tmp_path, after, sig, *args):
+    """Run `sbrun *args` in a subprocess that sends itself `sig` after its `after`-th training step."""
+    env = {**os.environ, "KILL_AFTER": str(after), "KILL_SIGNAL": sig, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-c", KILLER, *args], cwd=tmp_path, capture_output=True, text=True,
+                          env=env, timeout=240)
+
+
+def comparable(run_dir):
+    """A run's metrics.csv without its timing columns."""
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIME_COLUMNS)
+
+
+def assert_same_run(a, b):
+    """Two runs took the same path: equal metrics (timings aside) and equal selection counts."""
+    pd.testing.assert_frame_equal(comparable(a), comparable(b))
+    pd.testing.assert_frame_equal(pd.read_csv(a / "selection_counts.csv"), pd.read_csv(b / "selection_counts.csv"))
 
 
 def requires_gpu(fn):

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_sbrun
+from conftest import TINY, comparable, run_killed, run_sbrun
 from sbrun import hooks
 from sbrun.budget import Costs, Meter, Usage
 from sbrun.config import BudgetConfig, ScheduleConfig
@@ -69,7 +69,9 @@ def budget_run(tmp_path, *args, name="b"):
     return run, pd.read_csv(run / "metrics.csv"), json.loads((run / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("unit,amount", [("epochs", 2.5), ("backprops", 1.5), ("work", 1.5), ("seconds", 0.6)])
+# The seconds case trains against a 0.6 s wall clock: slow on a loaded machine, so not in the quick loop.
+@pytest.mark.parametrize("unit,amount", [("epochs", 2.5), ("backprops", 1.5), ("work", 1.5),
+                                         pytest.param("seconds", 0.6, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "step"])
 def test_the_last_step_runs_at_the_final_learning_rate(tmp_path, lr_log, unit, amount, schedule):
     final = 0.05
@@ -122,8 +124,6 @@ def test_a_budget_run_is_finished_and_a_larger_budget_extends_it(tmp_path):
 
 
 def test_a_resume_inside_a_budget_cut_epoch_is_exact(tmp_path):
-    from test_reliability import TIME_COLUMNS, run_killed
-
     args = [*TINY, "sampler=stale_sb", "sampler.staleness=2", "budget.unit=work", "budget.amount=2.3",
             "schedule=cosine", "deterministic=true", "label_noise=0.1"]
     ref = run_sbrun(*args, f"out_dir={tmp_path / 'ref'}", "name=r")
@@ -135,6 +135,4 @@ def test_a_resume_inside_a_budget_cut_epoch_is_exact(tmp_path):
     run = tmp_path / "cut" / "runs" / "r"
     resumed = run_sbrun(f"resume={run}")
     assert resumed.returncode == 0, resumed.stderr
-    a = pd.read_csv(tmp_path / "ref" / "runs" / "r" / "metrics.csv").drop(columns=TIME_COLUMNS)
-    b = pd.read_csv(run / "metrics.csv").drop(columns=TIME_COLUMNS)
-    pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(comparable(tmp_path / "ref" / "runs" / "r"), comparable(run))

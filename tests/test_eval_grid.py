@@ -6,9 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, requires_gpu, run_sbrun
+from conftest import TINY, comparable, requires_gpu, run_killed, run_sbrun
 from sbrun import grid
-from test_reliability import comparable, run_killed
 
 BUDGET = ["budget.unit=work", "budget.amount=2", "schedule=linear"]
 SAMPLERS = {"traditional": ["sampler=traditional"], "sb": ["sampler=sb", "beta=2"]}

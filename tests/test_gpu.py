@@ -23,13 +23,12 @@ import torch
 # deterministic=true needs cuBLAS's fixed workspace, set before the first cuBLAS call of the process.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
-from conftest import make_config, run_sbrun  # noqa: E402
+from conftest import assert_same_run, make_config, run_killed, run_sbrun  # noqa: E402
 from sbrun import loop  # noqa: E402
 from sbrun.build import build, resolve_device  # noqa: E402
 from sbrun.hooks import Hooks  # noqa: E402
 from sbrun.outputs import CHANCE_MARGIN  # noqa: E402
 from sbrun.state import EpochState, RunState  # noqa: E402
-from test_reliability import TIME_COLUMNS, run_killed  # noqa: E402
 
 DEVICE = os.environ.get("SBRUN_GPU_TEST_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu,
@@ -56,17 +55,8 @@ FRAC_TOL = 0.04
 FP32_ACC = 0.81
 
 
-def comparable(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIME_COLUMNS)
-
-
 def counts(run_dir):
     return pd.read_csv(run_dir / "selection_counts.csv")
-
-
-def assert_identical(a, b):
-    pd.testing.assert_frame_equal(comparable(a), comparable(b))
-    pd.testing.assert_frame_equal(counts(a), counts(b))
 
 
 def assert_close(a, b):
@@ -110,12 +100,12 @@ def repeated(request, tmp_path_factory):
 
 def test_two_identical_runs_agree(repeated):
     det, first, second, _ = repeated
-    (assert_identical if det else assert_close)(first, second)
+    (assert_same_run if det else assert_close)(first, second)
 
 
 def test_a_killed_and_resumed_run_agrees_with_an_uninterrupted_one(repeated):
     det, first, _, resumed = repeated
-    (assert_identical if det else assert_close)(resumed, first)
+    (assert_same_run if det else assert_close)(resumed, first)
 
 
 def test_tensor_path_and_loader_path_agree_on_identical_data(tmp_path):

@@ -8,11 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_sbrun
+from conftest import RESUME_RUN, assert_same_run, run_killed, run_sbrun
 from sbrun.samplers import Ctx, Observation, SamplerEnv, rules
 from sbrun.samplers.infobatch import InfoBatchConfig
 from sbrun.samplers.kakurenbo import KakurenboConfig
-from test_reliability import RUN, assert_same_run, run_killed
 
 CPU = torch.device("cpu")
 
@@ -272,7 +271,7 @@ def test_a_work_budget_buys_more_epochs_when_examples_are_pruned(run_tiny, sampl
 def uninterrupted(tmp_path_factory):
     base = tmp_path_factory.mktemp("ref")
     for sampler in ("infobatch", "kakurenbo"):
-        res = run_sbrun(*RUN, f"sampler={sampler}", f"out_dir={base}", f"name={sampler}")
+        res = run_sbrun(*RESUME_RUN, f"sampler={sampler}", f"out_dir={base}", f"name={sampler}")
         assert res.returncode == 0, res.stderr
     return base / "runs"
 
@@ -282,7 +281,8 @@ def uninterrupted(tmp_path_factory):
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted, sampler):
     # A seeded step inside epochs 3-4, where both prune (about 52 and 56 steps in all).
     after = random.Random(sampler).randint(30, 50)
-    killed = run_killed(tmp_path, after, "SIGKILL", *RUN, f"sampler={sampler}", f"out_dir={tmp_path}", "name=job")
+    killed = run_killed(tmp_path, after, "SIGKILL", *RESUME_RUN, f"sampler={sampler}", f"out_dir={tmp_path}",
+                        "name=job")
     assert killed.returncode == -9
     run = tmp_path / "runs" / "job"
     assert 1 <= len(pd.read_csv(run / "metrics.csv")) < 4
@@ -297,7 +297,7 @@ def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, uni
     # at the epoch's end, after the resume) and its lr factor. InfoBatch's mid-epoch state, its loss
     # weights, is covered by test_infobatch_state_round_trips_mid_epoch.
     sampler = "kakurenbo"
-    killed = run_killed(tmp_path, 40, "SIGTERM", *RUN, f"sampler={sampler}", f"out_dir={tmp_path}", "name=job")
+    killed = run_killed(tmp_path, 40, "SIGTERM", *RESUME_RUN, f"sampler={sampler}", f"out_dir={tmp_path}", "name=job")
     assert killed.returncode == 3, killed.stderr
     run = tmp_path / "runs" / "job"
     resumed = run_sbrun(f"resume={run}")

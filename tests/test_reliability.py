@@ -4,56 +4,19 @@ import io
 import json
 import os
 import random
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
 
-from conftest import TINY, run_sbrun
+from conftest import RESUME_RUN, TINY, assert_same_run, run_killed, run_sbrun
 from sbrun import checkpoint as ckpt
 from sbrun import records
 from sbrun.config import ConfigError
 from sbrun.runner import train
 
-TIME_COLUMNS = ["train_time_s", "wall_time_s", "epoch_time_s", "time_select_fwd_s", "time_train_fwd_s",
-                "time_backward_s", "time_other_s", "time_data_s", "time_bookkeeping_s"]
-RUN = TINY + ["epochs=4", "deterministic=true", "label_noise=0.1"]
 SAMPLER_ARGS = {"stale_sb": ["sampler=stale_sb", "sampler.staleness=2"],
                 "kath18": ["sampler=kath18", "sampler.variable_start=false"]}
-
-# Runs the real CLI, but signals itself after the K-th training step (a pre-emption or a crash at
-# a chosen point mid-epoch).
-KILLER = """
-import os, signal, sys
-from sbrun import hooks
-k, sig = int(os.environ["KILL_AFTER"]), getattr(signal, os.environ["KILL_SIGNAL"])
-count = [0]
-def step(info):
-    count[0] += 1
-    if count[0] == k:
-        os.kill(os.getpid(), sig)
-hooks.GLOBAL.after_step.append(step)
-from sbrun.cli import main
-main(sys.argv[1:])
-"""
-
-
-def run_killed(tmp_path, after, sig, *args):
-    env = {**os.environ, "KILL_AFTER": str(after), "KILL_SIGNAL": sig, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-c", KILLER, *args], cwd=tmp_path, capture_output=True, text=True,
-                          env=env, timeout=240)
-
-
-def comparable(run_dir):
-    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIME_COLUMNS)
-
-
-def assert_same_run(a, b):
-    pd.testing.assert_frame_equal(comparable(a), comparable(b))
-    pd.testing.assert_frame_equal(pd.read_csv(a / "selection_counts.csv"), pd.read_csv(b / "selection_counts.csv"))
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
@@ -61,7 +24,7 @@ def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("ref")
     out = {}
     for sampler in ("stale_sb", "kath18"):
-        res = run_sbrun(*RUN, *SAMPLER_ARGS[sampler], f"out_dir={base}", f"name={sampler}")
+        res = run_sbrun(*RESUME_RUN, *SAMPLER_ARGS[sampler], f"out_dir={base}", f"name={sampler}")
         assert res.returncode == 0, res.stderr
         out[sampler] = base / "runs" / sampler
     return out
@@ -71,7 +34,7 @@ def reference(tmp_path_factory):
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, reference, sampler):
     # A "random" (seeded) step inside epochs 2-4; stale_sb runs ~34 steps in all, kath18 ~24.
     after = random.Random(sampler).randint(*{"stale_sb": (17, 30), "kath18": (7, 22)}[sampler])
-    args = [*RUN, *SAMPLER_ARGS[sampler], f"out_dir={tmp_path}", "name=job"]
+    args = [*RESUME_RUN, *SAMPLER_ARGS[sampler], f"out_dir={tmp_path}", "name=job"]
     killed = run_killed(tmp_path, after, "SIGKILL", *args)
     assert killed.returncode == -9
     run = tmp_path / "runs" / "job"
@@ -85,7 +48,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, ref
 
 
 def test_sigterm_stops_cleanly_and_the_checkpoint_resumes_exactly(tmp_path, reference):
-    args = [*RUN, "sampler=stale_sb", "sampler.staleness=2", f"out_dir={tmp_path}", "name=job"]
+    args = [*RESUME_RUN, "sampler=stale_sb", "sampler.staleness=2", f"out_dir={tmp_path}", "name=job"]
     stopped = run_killed(tmp_path, 21, "SIGTERM", *args)
     assert stopped.returncode == 3, stopped.stderr
     run = tmp_path / "runs" / "job"

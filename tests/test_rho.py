@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_sbrun
+from conftest import assert_same_run, run_killed, run_sbrun
 from sbrun.config import ConfigError
 from sbrun.samplers import Ctx, Need, SamplerEnv
 from sbrun.samplers.rho import RhoConfig, holdout_mask, pool_keep, reducible_topk
-from test_reliability import assert_same_run, run_killed
 
 CPU = torch.device("cpu")
 # 800 digits (a holdout of 400, 400 for the main model), an MLP, and a short irreducible-loss

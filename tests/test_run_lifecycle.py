@@ -1,15 +1,14 @@
-"""The promises a newcomer's trial found broken (issue 10): finished runs, resuming with the
-original command, exact loader-path resume, named sweeps that grow, leftovers of bad input, and
-one-line messages that say what is allowed."""
+"""A run's life cycle: when it counts as finished, resuming with the original command, exact
+loader-path resume, named sweeps that grow, no leftovers from bad input, and one-line messages that
+say what is allowed (first written for the promises a newcomer's trial found broken, issue 10)."""
 import json
 
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_sbrun
+from conftest import TINY, assert_same_run, run_killed, run_sbrun
 from sbrun import records
 from sbrun.runner import is_finished
-from test_reliability import assert_same_run, run_killed
 
 
 def summary(run):
