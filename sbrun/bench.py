@@ -38,6 +38,7 @@ from .config import Config, ConfigError
 from .data import DataError, augment
 from .data.stream import Augmenter
 from .hooks import Hooks
+from .messages import one_line
 from .records import atomic_write, write_json
 from .samplers.rules import cost_model_speedup, expected_fraction
 from .state import EpochState, RunState
@@ -217,7 +218,7 @@ def build_scorers(configs: Dict[str, Config], trad: Parts, x: torch.Tensor, y: t
             f_sel(p, x, y, 1)
         except RuntimeError as err:     # a model with a fixed input size (mlp, linear) cannot score downsampled
             log(f"scoring {name}: left out, {cfg.model.name} cannot score at scoring.scale={cfg.scoring.scale:g} "
-                f"({str(err).splitlines()[0][:120]})")
+                f"({one_line(err, limit=120)})")
             continue
         scorers[name] = p
     return scorers

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 
 from . import records
 from .budget import Meter
-from .components import DATASET_INJECTED, MODEL_INJECTED, injectable, resolve_target
+from .components import injectable, resolve_target
 from .config import Config, ConfigError, DatasetConfig, OptimConfig
 from .data import DataError, ImageSet, TrainTest, corrupt_labels
 from .data.check import as_train_test, check_subsets, data_source, describe
@@ -26,6 +26,7 @@ from .data.noise import subset
 from .data.split import hold_out
 from .data.stream import Augmenter, LoaderStream, TensorStream, fits_on_device
 from .distributed import Collective
+from .messages import one_line
 from .samplers import Sampler, SamplerEnv
 from .schedule import lr_drop_epochs
 from .seeding import derive_seed, seed_globals
@@ -196,19 +197,19 @@ def load_raw(ds: DatasetConfig, data_dir: str, seed: int) -> TrainTest:
     offered = {"root": str(Path(data_dir).expanduser()), "image_size": ds.image_size, "channels": ds.channels,
                "num_classes": ds.num_classes, "seed": seed}
     obj = instantiate_target(
-        ds.target, "dataset._target_", ds.loader, offered, DATASET_INJECTED, (DataError, ConfigError),
+        ds.target, "dataset._target_", ds.loader, offered, (DataError, ConfigError),
         lambda cause: DataError(f"dataset._target_={ds.target} failed: {type(cause).__name__}: "
-                                f"{' '.join(str(cause).split())[:200]}"))
+                                f"{one_line(cause, lines=None, limit=200)}"))
     return as_train_test(obj, ds.target)
 
 
-def instantiate_target(target: str, key: str, kwargs: Dict[str, Any], offered: Dict[str, Any], accepted,
+def instantiate_target(target: str, key: str, kwargs: Dict[str, Any], offered: Dict[str, Any],
                        own_errors: tuple, fail) -> Any:
-    """`target(**kwargs)` plus those of `offered` (names in `accepted`) its signature takes.
+    """`target(**kwargs)` plus those of `offered` its signature takes.
     Hydra wraps whatever the target raises: one of sbrun's `own_errors` (already one line) is
     re-raised as it is, anything else becomes `fail(cause)`."""
     fn = resolve_target(target, key)
-    injected = {k: v for k, v in injectable(fn, offered).items() if k in accepted}
+    injected = injectable(fn, offered)
     try:
         return instantiate({"_target_": target, **kwargs}, **injected, _convert_="all")
     except own_errors:
@@ -252,9 +253,9 @@ def build_model(cfg: Config, spec: DatasetConfig) -> nn.Module:
     m = cfg.model
     offered = {"num_classes": spec.num_classes, "in_channels": spec.channels, "image_size": spec.image_size}
     model = instantiate_target(
-        m.target, "model._target_", m.kwargs, offered, MODEL_INJECTED, (ConfigError,),
+        m.target, "model._target_", m.kwargs, offered, (ConfigError,),
         lambda cause: ConfigError(f"model._target_={m.target} rejected its arguments ({type(cause).__name__}: "
-                                  f"{' '.join(str(cause).split())[:160]}); allowed: the parameters its "
+                                  f"{one_line(cause, lines=None, limit=160)}); allowed: the parameters its "
                                   f"signature takes"))
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model._target_={m.target} returned a {type(model).__name__}; allowed: a torch.nn.Module")
@@ -286,7 +287,7 @@ def check_output(model: nn.Module, spec: DatasetConfig, target: str, side: Optio
             out = model(x)
     except Exception as err:
         raise ConfigError(f"model._target_={target} cannot take ({spec.channels}, {side}, {side}) images "
-                          f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); "
+                          f"({type(err).__name__}: {one_line(err, lines=None, limit=160)}); "
                           f"allowed: a model for the dataset's image shape") from None
     finally:
         model.train(was_training)

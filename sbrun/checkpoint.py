@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import torch
 
+from .messages import one_line
 from .records import atomic_write, read_json, write_json
 
 CKPT_DIR = "ckpt"
@@ -77,6 +78,5 @@ def load(path: Path) -> dict:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for anything but tensors and plain values
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"checkpoint {path} holds more than tensors and plain values "
-                              f"({first[:120]}); refused") from None
+                              f"({one_line(err, limit=120)}); refused") from None

@@ -40,6 +40,7 @@ from .config import (
     validate,
 )
 from .data import DataError
+from .messages import one_line
 from .records import SUMMARY, OutputError, read_json
 
 log = logging.getLogger("sbrun")
@@ -102,11 +103,6 @@ def group_options(group: str, extra_dir: Optional[str] = None) -> List[str]:
     return sorted({p.stem for d in dirs for p in (d / group).glob("*.yaml")})
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return " ".join(lines[:2]) if lines else type(err).__name__
-
-
 def compose_error(err: BaseException, overrides: Sequence[str] = ()) -> ConfigError:
     """One line for a Hydra composition error: unknown keys name what is allowed at that level."""
     from omegaconf.errors import OmegaConfBaseException
@@ -119,7 +115,7 @@ def compose_error(err: BaseException, overrides: Sequence[str] = ()) -> ConfigEr
         return ConfigError(f"{m.group(1)} is not a config key; {UNKNOWN_KEY_HINT}")
     if isinstance(cause, OmegaConfBaseException):
         return ConfigError(type_error_message(cause))
-    return ConfigError(_first_line(err))
+    return ConfigError(one_line(err, lines=2))
 
 
 def _job_overrides(parsed) -> List[List[str]]:
@@ -241,7 +237,7 @@ def preflight(argv: Sequence[str]) -> List[str]:
     try:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except Exception as err:
-        raise ConfigError(f"cannot parse the overrides: {_first_line(err)}") from None
+        raise ConfigError(f"cannot parse the overrides: {one_line(err, lines=2)}") from None
     _check_groups(parsed, args.config_dir)
     user = [o for o in parsed if not o.key_or_group.startswith("hydra")]
     resume = next((o for o in user if o.key_or_group == "resume"), None)

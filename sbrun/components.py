@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Iterable
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, DatasetConfig, ModelConfig, merge_into
+from .messages import one_line
 
 # Arguments sbrun supplies itself where a target's signature accepts them.
 MODEL_INJECTED = ("num_classes", "in_channels", "image_size")
@@ -38,9 +39,9 @@ def resolve_target(path: Any, key: str) -> Callable:
                 return locate(path)
             except Exception:
                 pass
-        why = " ".join(str(first).split())[:160] or type(first).__name__
-        raise ConfigError(f"{key}={path} cannot be imported ({why}); allowed: a dotted path to a class or "
-                          f"function importable from here (the current directory counts)") from None
+        raise ConfigError(f"{key}={path} cannot be imported ({one_line(first, lines=None, limit=160)}); "
+                          f"allowed: a dotted path to a class or function importable from here "
+                          f"(the current directory counts)") from None
 
 
 def locate(path: str) -> Any:

@@ -107,9 +107,6 @@ class Collective:
             dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return t
 
-    def all_mean(self, t: torch.Tensor) -> torch.Tensor:
-        return self.all_sum(t) / self.world if self.active else t
-
     def any(self, flag: bool) -> bool:
         if not self.active:
             return bool(flag)

@@ -15,6 +15,7 @@ from typing import Iterable, List, Optional
 import pandas as pd
 
 from . import records
+from .messages import one_line
 
 log = logging.getLogger("sbrun")
 
@@ -59,11 +60,6 @@ def outermost(dirs: Iterable[Path]) -> List[Path]:
     return [d for d in dirs if not any(a in found for a in d.parents)]
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:120]
-
-
 def read_metrics(path: Path, completed: int) -> pd.DataFrame:
     """metrics.csv as a table, checked against the epochs its summary.json says were completed.
     RunProblem if it is missing, not a metrics table, or holds fewer complete epoch rows."""
@@ -75,7 +71,7 @@ def read_metrics(path: Path, completed: int) -> pd.DataFrame:
     try:
         df = pd.read_csv(path)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:   # EmptyDataError is a ValueError
-        raise RunProblem(f"{path}: not a metrics table ({_first_line(err)})") from None
+        raise RunProblem(f"{path}: not a metrics table ({one_line(err, limit=120)})") from None
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise RunProblem(f"{path}: not a metrics table (no {' or '.join(missing)} column)")

@@ -79,16 +79,12 @@ def csv_bytes(rows: List[Dict], columns: Optional[List[str]] = None) -> bytes:
 
 
 class MetricsLog:
-    """metrics.csv: one row per epoch. Each append rewrites the file atomically, so a row is
+    """metrics.csv: one row per epoch. Each write rewrites the file atomically, so a row is
     either all there or not there at all, whatever kills the process."""
 
     def __init__(self, run_dir: Path, rows: Optional[List[Dict]] = None):
         self.path = Path(run_dir) / METRICS
         self.rows: List[Dict] = list(rows or [])
-
-    def append(self, row: Dict) -> None:
-        self.rows.append(row)
-        self.write()
 
     def write(self) -> None:
         if self.rows:

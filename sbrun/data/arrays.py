@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .check import KEYS, LAYOUT, as_train_test, check_keys, short_error
+from ..messages import one_line
+from .check import KEYS, LAYOUT, as_train_test, check_keys
 from .sets import DataError, TrainTest
 
 # What a damaged or foreign file raises inside np.load / NpzFile access.
@@ -64,5 +65,5 @@ def _why(err: BaseException) -> str:
     if isinstance(err, PermissionError):
         return "cannot read the file (permission denied)"
     if isinstance(err, (zipfile.BadZipFile, EOFError, zlib.error)):
-        return f"a damaged .npz ({short_error(err)}); write it again with np.savez"
-    return f"cannot read the file ({short_error(err)})"
+        return f"a damaged .npz ({one_line(err, lines=None, limit=160)}); write it again with np.savez"
+    return f"cannot read the file ({one_line(err, lines=None, limit=160)})"

@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..messages import one_line
 from .sets import DataError, ImageSet, TrainTest
 
 DOWNLOAD_TIMEOUT_S = 60
@@ -70,11 +71,6 @@ _WHERE = {
 }
 
 
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
 def _idx_problems(raw: Path) -> List[Tuple[Path, str]]:
     """Missing or wrongly sized raw idx files, as (path, description)."""
     out = []
@@ -122,7 +118,8 @@ def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]]
         try:
             return build(False)
         except Exception as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-            problem = "the files are missing or corrupted" if "not found" in str(err).lower() else _short(err)
+            problem = "the files are missing or corrupted" if "not found" in str(err).lower() else \
+                one_line(err, lines=None, limit=160)
     else:
         problem = f"{problems[0][0].name} is {problems[0][1]}"
     where = _WHERE[name].format(root=root)
@@ -140,8 +137,8 @@ def _fetch(name: str, root: Path, build: Callable[[bool], Tuple[object, object]]
         _put_back(corrupted)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
-        raise DataError(f"{name}: {problem} in {root} and the download failed ({_short(err)}); "
-                        f"offline, put {where}") from None
+        raise DataError(f"{name}: {problem} in {root} and the download failed "
+                        f"({one_line(err, lines=None, limit=160)}); offline, put {where}") from None
     finally:
         socket.setdefaulttimeout(previous)
 

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..messages import one_line
 from .sets import DataError, ImageSet, TrainTest
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -27,12 +28,6 @@ LAYOUT = ("x_train, y_train, x_test, y_test (uint8 images NxHxW or NxHxWxC, C in
           "integer labels >= 0 of length N)")
 # Values per chunk when summing for mean/std: 8 MiB of int64 at a time, whatever the data set's size.
 STATS_CHUNK = 1 << 20
-
-
-def short_error(err: BaseException) -> str:
-    """An exception as one short line, for the end of a DataError message."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 # --- unpacking -----------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ def _array(x, name: str, source: str):
         a = np.asarray(x)
         why = "ragged or mixed objects" if a.dtype == object else None
     except (TypeError, ValueError) as err:
-        why = short_error(err)
+        why = one_line(err, lines=None, limit=160)
     if why:
         raise DataError(f"{source}: {name} is not an array ({why}); give a numpy array or a torch tensor")
     return a

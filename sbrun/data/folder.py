@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..messages import one_line
 from ..records import OutputError, write_npz
-from .check import as_train_test, short_error
+from .check import as_train_test
 from .sets import DataError, ImageSet, TrainTest
 
 log = logging.getLogger("sbrun")
@@ -131,7 +132,7 @@ def _decode(root: Path, files: Listing, image_size: int, channels: Optional[int]
         try:
             a, gray = decode_image(path, image_size, channels)
         except Exception as err:  # Pillow raises many types for damaged files
-            raise DataError(f"{path}: unreadable or corrupt image ({short_error(err)}); "
+            raise DataError(f"{path}: unreadable or corrupt image ({one_line(err, lines=None, limit=160)}); "
                             f"replace or remove it") from None
         out[i] = a if a.ndim == 3 else a[:, :, None]   # a gray image fills every channel
         all_gray = all_gray and gray
@@ -167,7 +168,8 @@ def _read_cache(path: Path, n: int, image_size: int) -> Optional[torch.Tensor]:
             raise ValueError(f"holds {images.dtype} {images.shape}")
         return torch.from_numpy(images)
     except Exception as err:  # a damaged cache is only a lost speed-up
-        log.warning("ignoring the unreadable image cache %s (%s); decoding again", path, short_error(err))
+        log.warning("ignoring the unreadable image cache %s (%s); decoding again", path,
+                    one_line(err, lines=None, limit=160))
         return None
 
 

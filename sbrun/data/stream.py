@@ -180,14 +180,6 @@ class LoaderStream:
         return x, y
 
 
-def eval_batches(test: ImageSet, aug: Augmenter, size: int, device: torch.device,
-                 memory_format=torch.contiguous_format):
-    for start in range(0, len(test), size):
-        x = test.images[start:start + size].to(device, non_blocking=True)
-        y = test.labels[start:start + size].to(device, non_blocking=True)
-        yield aug.test(x).contiguous(memory_format=memory_format), y
-
-
 def fits_on_device(*sets: ImageSet, device: torch.device, fraction: float = 0.5) -> bool:
     """Whether the uint8 data takes at most `fraction` of the device's free memory."""
     if device.type != "cuda":

@@ -33,16 +33,13 @@ import pandas as pd
 
 from .. import records
 from ..config import OPERATIONAL, ScoringConfig, key_kind
+from ..merge import PARAMS
 from . import keys, stats, style
-from .keys import CONFIG_KEYS, EXPERIMENT_KEYS, GROUP_KEYS, SAMPLER_KNOBS  # noqa: F401  (re-exported)
 
 TIME_PARTS = [("time_backward_s", "backward"), ("time_select_fwd_s", "forward (selection)"),
               ("time_train_fwd_s", "forward (training)"), ("time_other_s", "other (data, bookkeeping)")]
 # Errors are stored as float fractions; "reached" allows for the rounding of k * error.
 TOLERANCE = 1e-9
-# What merge.py records for runs merged before params were stored whole.
-LEGACY_PARAMS = ["dataset", "model", "sampler", "beta", "staleness", "selectivity", "label_noise", "seed",
-                 "batch_size", "epochs", "lr"]
 # metrics.csv's cumulative work, in Traditional-epoch equivalents (sbrun/budget.py); absent in older runs
 WORK = "work"
 # a run's evaluations numbered 0, 1, ... (prepare): what seeds are aligned on, not `epoch`, which a
@@ -52,7 +49,7 @@ EVAL = "eval_index"
 
 # --- Configurations --------------------------------------------------------------------------
 
-def split_overrides(overrides: Iterable[str], params: Iterable[str] = LEGACY_PARAMS) -> tuple[str, str]:
+def split_overrides(overrides: Iterable[str], params: Iterable[str] = PARAMS) -> tuple[str, str]:
     """(setting, variant) strings from a run's command-line overrides.
 
     Left out: the seed, operational keys (sbrun.config.key_kind) and keys the run's `params`
@@ -78,7 +75,8 @@ def attach_overrides(df: pd.DataFrame) -> pd.DataFrame:
     par = df[keys.PARAMS_COLUMN] if keys.PARAMS_COLUMN in df.columns else pd.Series("", index=df.index)
     pairs = {}
     for text, ptext in set(zip(raw, par)):
-        recorded = keys.param_keys([ptext]) if isinstance(ptext, str) and ptext else LEGACY_PARAMS
+        # runs merged before params were stored whole record only merge.PARAMS
+        recorded = keys.param_keys([ptext]) if isinstance(ptext, str) and ptext else PARAMS
         overrides = json.loads(text) if isinstance(text, str) and text else []
         pairs[text, ptext] = split_overrides(overrides, recorded)
     df["setting"] = [pairs[t, p][0] for t, p in zip(raw, par)]
@@ -101,9 +99,9 @@ def key_columns(df: pd.DataFrame) -> Tuple[List[str], List[str], List[str]]:
     """(experiment, group, configuration) columns of this table, the fixed ones plus the params
     keys it records beyond them."""
     exp_extra, knob_extra = keys.extras(df)
-    experiment = EXPERIMENT_KEYS + exp_extra
+    experiment = keys.EXPERIMENT_KEYS + exp_extra
     group = experiment + ["label_noise"]
-    return experiment, group, group + SAMPLER_KNOBS + knob_extra
+    return experiment, group, group + keys.SAMPLER_KNOBS + knob_extra
 
 
 def _params_columns(df: pd.DataFrame) -> None:
@@ -297,7 +295,7 @@ def split(df: pd.DataFrame, key: str) -> List[tuple[str, pd.DataFrame]]:
 
 def _row_experiment_extras(r) -> List[str]:
     text = r.get(keys.PARAMS_COLUMN) if hasattr(r, "get") else None
-    return [k for k in keys.param_keys([text]) if keys.role(k) == "experiment" and k not in EXPERIMENT_KEYS] \
+    return [k for k in keys.param_keys([text]) if keys.role(k) == "experiment" and k not in keys.EXPERIMENT_KEYS] \
         if isinstance(text, str) and text else []
 
 

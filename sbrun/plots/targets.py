@@ -86,14 +86,6 @@ def target(k: float, baseline_error: float) -> float:
     return t if t <= 1.0 else math.nan
 
 
-def group_targets(df: pd.DataFrame, ks: Sequence[float], spec: str = BASELINE) -> pd.DataFrame:
-    """Per group with a baseline and k: columns group, k, baseline_error, target (NaN above 100%)."""
-    errors = baseline_errors(df, choose(df, spec))
-    rows = [{"group": g, "k": k, "baseline_error": e.mean, "target": target(k, e.mean)}
-            for g, e in errors.items() for k in ks]
-    return pd.DataFrame(rows, columns=["group", "k", "baseline_error", "target"])
-
-
 def seed_reach(df: pd.DataFrame, goal: Dict[str, float], columns: Sequence[str]) -> pd.DataFrame:
     """Per run of the groups in `goal` ({group: target error}): the value of each of `columns`
     (train_time_s, work, ...) where it reaches its group's target, interpolated between

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type
 
 from ..config import ConfigError
+from ..messages import one_line
 from .base import (
     STATUSES,
     CsvTracker,
@@ -68,11 +69,6 @@ def _settings_error(name: str, cls: Type[Tracker], settings: Dict[str, Any]) -> 
     return None
 
 
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def selected(logger_cfg) -> List[Tuple[str, Tracker]]:
     """(option name, tracker) of every selected tracker, built from its settings (constructors
     only check and store them). Imports only sbrun's own light tracker modules. A `null` option
@@ -92,7 +88,7 @@ def selected(logger_cfg) -> List[Tuple[str, Tracker]]:
         try:
             out.append((str(name), cls(**settings)))
         except ValueError as bad:       # constructors name the setting: "mode='x' is invalid; ..."
-            raise ConfigError(f"logger.{name}.{_one_line(bad)}") from None
+            raise ConfigError(f"logger.{name}.{one_line(bad)}") from None
     return out
 
 
@@ -130,7 +126,7 @@ class Trackers:
             getattr(self.trackers[name], method)(*args)
         except Exception as err:   # a tracker must not end a run its CSVs still record
             log.warning("tracker %s stopped (%s: %s); metrics.csv and summary.json still record the run",
-                        name, type(err).__name__, _one_line(err))
+                        name, type(err).__name__, one_line(err))
             del self.trackers[name]
 
     def log_epoch(self, row: Mapping[str, Any], step: int) -> None:
@@ -188,7 +184,7 @@ def open_trackers(logger_cfg, run_dir: Path, config: Dict[str, Any], run_name: s
                     other.finish("stopped", [])
                 except Exception:
                     pass
-            raise TrackerUnavailable(f"logger={name} could not start: {_one_line(err)}") from None
+            raise TrackerUnavailable(f"logger={name} could not start: {one_line(err)}") from None
         started[name] = tracker
     fan = Trackers(started, state_path, state)
     fan._save()
