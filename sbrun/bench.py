@@ -176,16 +176,16 @@ def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
 
 def measure_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:
     """The per-example costs `budget.costs` reads (f_sel, fb, in seconds), measured on the model and
-    data that `overrides` compose to, without the epoch benchmark (sbrun-compare's cost step)."""
+    data that `overrides` compose to, without the epoch benchmark (sbrun-compare's cost step). The
+    file records the same setup as sbrun-bench's, so a run on another setup is warned about."""
     cfg = compose_configs({"probe": [*overrides, "sampler=traditional"]})["probe"]
     with tempfile.TemporaryDirectory() as tmp:
         p = build(cfg, Path(tmp) / "probe", resolve_device(cfg.device))
         x, y = scoring_batch(p)
         f_sel(p, x, y, 2)      # warm-up: first calls allocate
         costs = {"f_sel": f_sel(p, x, y, reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], reps)}
-    return {**costs, "unit": "seconds per example", "dataset": cfg.dataset.name, "model": cfg.model.name,
-            "batch_size": cfg.batch_size, "device": str(p.device), "device_name": p.environment.get("device_name"),
-            "reps": reps}
+        where = describe(p, "sbrun-compare", list(overrides), _load())
+    return {**costs, "unit": "seconds per example", "cost_reps": reps, **where}
 
 
 class CostProbe:

@@ -298,6 +298,10 @@ def help_text(extra_dir: Optional[str] = None) -> str:
              "       sbrun -m KEY=A,B ...                  a sweep over every combination",
              "       sbrun resume=RUN_DIR                  continue a stopped run",
              "       sbrun GROUP=OPTION --cfg job          the full composed config, a component's keys too",
+             "", "companion commands (each has --help):",
+             "  sbrun-compare NAME --methods ... --budgets ... --lrs ...   the equal-compute protocol: lr tuned per",
+             "                method on a validation split, paired verdict against Traditional",
+             "  sbrun-plot DIR   every paper figure and table from runs;  sbrun-bench   costs and speed",
              "", "config groups (GROUP=OPTION):"]
     lines += [f"  {g:<12} {', '.join(group_options(g, extra_dir))}" for g in GROUPS]
     lines += ["", "keys (KEY=VALUE; default in brackets):"]

@@ -127,3 +127,12 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     main(argv)     # everything is finished: nothing re-runs
     assert mtimes == {p: p.stat().st_mtime for p in (tmp_path / "multirun" / "e2e").rglob("summary.json")}
     assert (out / "verdict.md").read_text() == text
+
+
+def test_measured_costs_record_the_setup_they_were_measured_on():
+    from sbrun.bench import measure_costs
+    from sbrun.budget import costs_mismatch
+    costs = measure_costs(["dataset=digits", "model=mlp", "model.width=32"], reps=3)
+    assert 0 < costs["f_sel"] < costs["fb"]      # a forward without gradients is cheaper than forward+backward
+    assert costs["dataset"] == "digits" and costs["model"] == "mlp"
+    assert costs_mismatch(costs, {"dataset": "mnist", "model": "mlp"}).startswith("dataset")

@@ -128,4 +128,4 @@ def test_pruning_samplers_keep_both_ranks_in_lockstep(tmp_path):
                        timeout=180)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         df = pd.read_csv(tmp_path / "runs" / sampler / "metrics.csv")
-        assert list(df["epoch"]) == [1, 2, 3] and df["backprop_frac"].iloc[-1] < 1.0
+        assert list(df["epoch"]) == [1, 2, 3] and df["backprop_frac"].iloc[1:].min() < 1.0   # InfoBatch: epoch 2 only

@@ -101,6 +101,10 @@ def test_kath18_batches_estimate_scores_every_batch_in_eval_mode():
     assert not s.active and s.need(ctx(12)) is Need.FRESH               # scored even before it starts
     sel = s.select(torch.rand(12), ctx(12))
     assert sel.pos is None and s.updates == 3                           # uniform, one update per batch of 4
+    # once started, the authors update once per pool (pytorch-cifar lib/trainer.py L357)
+    s.active = True
+    s.select(torch.rand(12), ctx(12))
+    assert s.updates == 4
 
 
 def test_kath18_without_latch_can_stop_again():

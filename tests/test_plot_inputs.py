@@ -100,7 +100,7 @@ def test_every_params_key_but_the_seed_and_operational_ones_makes_a_configuratio
                                        "SB β=2 (33%), selection_forward=train",
                                        "Traditional (100%), selection_forward=eval"]
     suffixes = sorted(s for s, _ in data.per_experiment(df))
-    assert suffixes == ["_budget_amount_2", "_budget_amount_none"]
+    assert suffixes == ["_budget_amount_2", "_budget_amount_default"]     # never "_none" (issue 18, item 10)
     assert data.describe_group(df[df["run"].str.endswith("budget0")].iloc[0]).endswith(
         "epochs=3, budget_amount=2, label noise 0%")
 

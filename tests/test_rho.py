@@ -16,7 +16,8 @@ CPU = torch.device("cpu")
 # 800 digits (a holdout of 400, 400 for the main model), an MLP, and a short irreducible-loss
 # phase: 2 epochs x 13 steps; then each main epoch scores pools of 320 and 80 and keeps 32 + 8.
 DIGITS = ["dataset=digits", "dataset.subset=800", "model=mlp", "model.width=32", "batch_size=32", "epochs=3",
-          "sampler=rho", "sampler.epochs=2", "plots=false", "progress=off", "label_noise=0.2"]
+          "sampler=rho", "sampler.epochs=2", "plots=false", "progress=off", "label_noise=0.2",
+          "sampler.epoch_end=flush"]     # each epoch: one step from the full pool and one from the last (40 examples)
 N, HOLDOUT = 800, 400
 PHASE1_STEPS, MAIN_STEPS_PER_EPOCH = 26, 2
 

@@ -166,6 +166,7 @@ def test_sbrun_help_gives_each_key_a_one_line_meaning(capsys):
     for key, _, text in key_docs():
         assert text, f"{key} has no description in the schema"
         assert any(ln.split()[0] == key and text in ln for ln in res.stdout.splitlines() if ln.strip()), key
+    assert "sbrun-compare" in res.stdout      # the equal-compute protocol is found from --help (issue 19)
 
 
 def test_bench_help_describes_every_flag_and_the_cpu_presets_data():

@@ -344,7 +344,8 @@ def per_experiment(df: pd.DataFrame) -> List[tuple[str, pd.DataFrame]]:
     varying = [c for c in experiment if len({fmt(r[c]) for r in firsts}) > 1]
     out, used = [], set()
     for (_, rows), r in zip(parts, firsts):
-        words = [fmt(r[c]) or "none" if c in ("dataset", "model", "setting") else f"{c}={fmt(r[c]) or 'none'}"
+        # a key a run does not record kept its default (data_path=auto, no extra setting)
+        words = [fmt(r[c]) or "default" if c in ("dataset", "model", "setting") else f"{c}={fmt(r[c]) or 'default'}"
                  for c in varying]
         name = "_" + style.slug(" ".join(words))
         stem, i = name, 2

@@ -40,6 +40,9 @@ FAMILIES = {
     "infobatch": ("InfoBatch", "#2ca02c"),
     "kakurenbo": ("KAKURENBO", "#e377c2"),
     "rho": ("RHO-LOSS", "#17becf"),
+    "rs2": ("RS2", "#4d4d4d"),
+    "sb_random": ("SB-matched random", "#a6a6a6"),
+    "random_matched": ("Random (charged)", "#c7c7c7"),
 }
 # Samplers without a family colour (none of these is a family's colour).
 EXTRA_COLOURS = ["#bcbd22", "#aec7e8", "#ffbb78", "#98df8a"]

@@ -159,7 +159,7 @@ class Kath18Config(SamplerConfig):
     vr_momentum: float = 0.9     # moving-average momentum of the estimate
     # Fidelity to the SB authors' Kath18 runs (README, "Fidelity"); sbrun's defaults first.
     dedupe: bool = False         # backprop each drawn example once (duplicates dropped): ~28% instead of 33%
-    estimate: str = "pools"      # pools: from training losses in pools of B; batches: eval-mode scoring per batch
+    estimate: str = "pools"      # pools: from training losses in pools of B; batches: eval-mode scoring, per batch while uniform (the authors)
     latch: bool = True           # false: re-check the start condition every epoch (it can switch off again)
 
     def __post_init__(self) -> None:
@@ -222,10 +222,12 @@ class Kath18(Sampler):
         if n == 0:
             return Selection(torch.empty(0, dtype=torch.long, device=self.device))
         scored = losses if ctx.window is None else ctx.window
-        if self.cfg.estimate == "batches":
+        if self.cfg.estimate == "batches" and not self.active:
+            # the authors' uniform phase (KathTrainer.train_all) updates per batch of b ...
             for part in scored.split(self.env.batch_size):
                 self.update_estimate(part)
         else:
+            # ... and once started, once per pool (KathTrainer.get_batch), as sbrun always does
             self.update_estimate(scored)
         if not self.active:
             return Selection.everything()
