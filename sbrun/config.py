@@ -246,7 +246,8 @@ class EvalConfig:
     time the run's usage in `unit` crosses the next multiple of X (checked after every step, on host
     counters), and at the run's end; epoch ends then add no rows, so every method is evaluated at
     the same compute points. Units as in BudgetConfig (work and backprops in Traditional epochs)."""
-    every: Optional[float] = doc("evaluate each time usage in eval.unit crosses a multiple of this (null: every epoch end)", None)
+    every: Optional[float] = doc("evaluate each time usage in eval.unit crosses a multiple of this "
+                                 "(null: every epoch end)", None)
     unit: str = doc("work | backprops | epochs: the unit of eval.every", "work")
 
     def __post_init__(self) -> None:

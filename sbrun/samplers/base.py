@@ -25,7 +25,6 @@ import torch
 
 from ..config import check
 
-
 EPOCH_ENDS = ("carry", "flush")
 
 

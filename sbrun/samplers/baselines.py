@@ -159,7 +159,8 @@ class Kath18Config(SamplerConfig):
     vr_momentum: float = 0.9     # moving-average momentum of the estimate
     # Fidelity to the SB authors' Kath18 runs (README, "Fidelity"); sbrun's defaults first.
     dedupe: bool = False         # backprop each drawn example once (duplicates dropped): ~28% instead of 33%
-    estimate: str = "pools"      # pools: from training losses in pools of B; batches: eval-mode scoring, per batch while uniform (the authors)
+    # pools: from training losses in pools of B; batches: eval-mode scoring, per batch while uniform (the authors)
+    estimate: str = "pools"
     latch: bool = True           # false: re-check the start condition every epoch (it can switch off again)
 
     def __post_init__(self) -> None:

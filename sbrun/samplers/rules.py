@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-
 # --- Selective-Backprop (Jiang et al. 2019) -----------------------------------------------------
 
 def loss_percentiles(losses: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
