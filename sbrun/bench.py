@@ -555,7 +555,7 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
 
 
 def goals(df: pd.DataFrame, sync_info: Dict[str, float], device: str) -> List[str]:
-    """The README's performance targets, read off the table."""
+    """The performance targets (docs/performance.md), read off the table."""
     t = df.set_index("variant")
     trad = t.loc["traditional"]
     sel = t[t.index.str.startswith(("sb", "stale"))]

@@ -349,7 +349,7 @@ class Config:
 
 # --- validation ----------------------------------------------------------------------------------
 
-UNKNOWN_KEY_HINT = "allowed: the keys listed in README.md (Configuration) or shown by `sbrun --cfg job`"
+UNKNOWN_KEY_HINT = "allowed: the keys listed in docs/configuration.md or shown by `sbrun --cfg job`"
 _ALLOWED_BY_TYPE = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
                     "String": "a string", "ListConfig": "a list like [1,2]"}
 

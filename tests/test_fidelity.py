@@ -1,6 +1,6 @@
 """Options that reproduce each reference implementation's behaviour where sbrun's default differs
-(README, "Fidelity"): Stale-SB's cadence, scoring during priming and carried-over examples; Kath18
-as the SB authors ran it; Composer's kept count."""
+(docs/samplers-and-fidelity.md, "Fidelity"): Stale-SB's cadence, scoring during priming and
+carried-over examples; Kath18 as the SB authors ran it; Composer's kept count."""
 import pandas as pd
 import pytest
 import torch

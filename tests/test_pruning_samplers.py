@@ -111,7 +111,7 @@ def test_infobatch_trains_on_everything_after_delta():
     observe(s, range(16), [0.1] * 10 + [10.0] * 6)
     assert s.visit(4, 0.4, gen()) is not None                            # ends at 0.5: prunes
     assert s.visit(5, 0.5, gen()) is None                                # ends at 0.6
-    assert s.select(None, ctx(range(16))).weight is None                 # weights back to 1 (see README)
+    assert s.select(None, ctx(range(16))).weight is None                 # weights back to 1 (samplers doc)
     assert s.end_epoch(6)["pruned_frac"] == 0.0
 
 

@@ -1,6 +1,6 @@
 """The shipped CPU recipes learn (issue 10): scripts/check_recipes.py runs each offline recipe at
 label_noise 0 and 0.2 and fails on any epoch below its floor. The full check (every sampler, the
-MNIST recipes with --data-dir) is named in the README; here the paper's three samplers on the
+MNIST recipes with --data-dir) is named in docs/configuration.md; here the paper's three samplers on the
 offline recipes, plus the verdict rule itself on made-up curves."""
 import importlib.util
 import subprocess

@@ -230,7 +230,7 @@ def test_reweighted_gradient_is_unbiased(name):
     """Average the reweighted gradient over many draws; it must match the full-batch mean gradient
     of a small linear model. For SB the estimator is sum(w g) / m with m the expected kept count
     (the weights' normaliser); min_prob > 0 because an example with P = 0 is never chosen and no
-    weight can bring its gradient back (README, Samplers)."""
+    weight can bring its gradient back (docs/samplers-and-fidelity.md)."""
     g = torch.Generator().manual_seed(0)
     n, d, k = 48, 5, 3
     x, y = torch.randn(n, d, generator=g), torch.randint(0, k, (n,), generator=g)

@@ -86,7 +86,7 @@ class SamplerConfig:
     # What chosen examples left in the queue at an epoch's end do. carry: they wait for the next
     # epoch, so every SGD step is a full batch (what is left when the run ends is never stepped
     # nor counted). flush: one smaller step on them, as the SB authors' get_batch(final=True)
-    # does (a full-lr step on a handful of examples; see README, Fidelity).
+    # does (a full-lr step on a handful of examples; see docs/samplers-and-fidelity.md).
     epoch_end: str = "carry"
 
     # Whether the sampler runs scoring forwards (so selection_forward and scoring.* apply to it).

@@ -157,7 +157,7 @@ class Kath18Config(SamplerConfig):
     variable_start: bool = True  # uniform until the variance-reduction estimate passes tau_th
     tau_th: Optional[float] = None   # null = (B + 3b) / (3b)
     vr_momentum: float = 0.9     # moving-average momentum of the estimate
-    # Fidelity to the SB authors' Kath18 runs (README, "Fidelity"); sbrun's defaults first.
+    # Fidelity to the SB authors' Kath18 runs (docs/samplers-and-fidelity.md); sbrun's defaults first.
     dedupe: bool = False         # backprop each drawn example once (duplicates dropped): ~28% instead of 33%
     # pools: from training losses in pools of B; batches: eval-mode scoring, per batch while uniform (the authors)
     estimate: str = "pools"

@@ -21,11 +21,11 @@ class SBConfig(SamplerConfig):
     staleness: int = 1           # scoring forwards every `staleness` epochs (1 = plain SB)
     prime_epochs: int = 1
     reweight: bool = False       # importance weights 1/(N p), normalised to mean 1
-    # Fidelity to the authors' code (README, "Fidelity"); sbrun's defaults first.
+    # Fidelity to the authors' code (docs/samplers-and-fidelity.md); sbrun's defaults first.
     cadence: str = "sbrun"       # sbrun: fresh scoring in selective epochs 0, n, 2n, ...; authors: n-1, 2n-1, ...
     prime_scoring: bool = False  # run (and count) scoring forwards during priming, as the authors' code does
     # loss: SB's rule. random: the rule decides only how many of each chunk to keep, and that many are
-    # drawn uniformly (a control matched to SB in scoring, count and schedule: README, Samplers)
+    # drawn uniformly (a control matched to SB in scoring, count and schedule: docs/samplers-and-fidelity.md)
     choose: str = "loss"
     steps_per_chunk: Optional[int] = None   # null: every full batch waiting; 1: one step per chunk (the authors)
     stale_chunks: int = 1        # stale epochs' chunks hold this many selection batches (the authors: 5)

@@ -30,7 +30,7 @@ SBRUN_PLOT=${SBRUN_PLOT:-$(command -v sbrun-plot || echo .venv/bin/sbrun-plot)}
 
 # Identical in every sweep, so all runs share one experiment and one Traditional baseline.
 # bn_recalibrate=0: the paper's batch-norm statistics, as the committed figures were made (the
-# MNIST recipe re-estimates them before each evaluation by default; README, Recipes).
+# MNIST recipe re-estimates them before each evaluation by default; docs/configuration.md, Recipes).
 COMMON=(experiment=mini_mnist "data_dir=$DATA_DIR" "out_dir=$OUT" "dataset.subset=$SUBSET"
         "dataset.test_subset=$TEST_SUBSET" progress=off bn_recalibrate=0)
 

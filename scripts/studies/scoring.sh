@@ -3,7 +3,7 @@
 # epochs 6 and 8) with the scoring forward on inputs downsampled to half their side
 # (scoring.scale=0.5) or in bf16 autocast (scoring.precision=bf16); the full-cost SB runs are
 # spikes.sh's spikes_sb (selection_forward=eval). What each option saves per scoring forward is
-# measured by sbrun-bench (README, Performance); this gives its accuracy effect.
+# measured by sbrun-bench (docs/performance.md); this gives its accuracy effect.
 source "$(dirname "$0")/common.sh"
 SCHEDULE=(schedule=multistep "schedule.milestones=[6,8]" schedule.gamma=0.2 epochs=10)
 sweep scoring_scale sampler=sb beta=2 "${SCHEDULE[@]}" scoring.scale=0.5 bn_recalibrate=0

@@ -5,7 +5,7 @@
 # batch-norm statistics re-estimated on 2048 training examples before each evaluation; Traditional
 # as the reference. Figures and tables: OUT/figures/spikes (worst error after priming: results.md's
 # best/worst columns, and the per-epoch curves). bn_recalibrate=0 is explicit because the MNIST
-# recipe re-estimates the statistics by default (README, Recipes).
+# recipe re-estimates the statistics by default (docs/configuration.md, Recipes).
 source "$(dirname "$0")/common.sh"
 SCHEDULE=(schedule=multistep "schedule.milestones=[6,8]" schedule.gamma=0.2 epochs=10)
 sweep spikes_sb sampler=sb beta=2 "${SCHEDULE[@]}" selection_forward=eval,train bn_recalibrate=0
