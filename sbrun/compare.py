@@ -35,7 +35,7 @@ from .config import ConfigError
 from .merge import NoRunsError, merge_runs
 
 log = logging.getLogger("sbrun")
-BAD_INPUT, FAILED = 2, 1
+FAILED, BAD_INPUT, STOPPED = 1, 2, 3     # sbrun's exit codes
 
 
 @dataclass
@@ -117,14 +117,22 @@ def final_jobs(pr: Protocol, choice: pd.DataFrame) -> List[List[str]]:
     return jobs
 
 
+class SweepStopped(RuntimeError):
+    """A sweep ended by a signal (or anything but success and failed jobs): choosing from its
+    partial results would be wrong, so the protocol stops; re-running the command continues."""
+
+
 def run_sweep(args: List[str]) -> None:
     """`sbrun --multirun` in a child process (a Hydra launcher from the overrides applies). A
-    job that fails (diverges at a large lr) is a result, not an error; bad input stops here."""
+    job that fails (diverges at a large lr) is a result, not an error (exit 1); bad input (exit
+    2) and a stopped sweep (a signal) end the protocol here."""
     cmd = [sys.executable, "-m", "sbrun", "--multirun", *args]
     log.info("sbrun-compare: %s", " ".join(cmd[2:]))
-    done = subprocess.run(cmd)
-    if done.returncode == BAD_INPUT:
+    code = subprocess.run(cmd).returncode
+    if code == BAD_INPUT:
         raise ConfigError(f"sbrun refused the sweep (exit 2) for: sbrun {' '.join(cmd[3:])}")
+    if code not in (0, FAILED):
+        raise SweepStopped(f"the sweep stopped (exit {code}); run the same sbrun-compare command again to continue")
 
 
 def cost_overrides(pr: Protocol) -> List[str]:
@@ -256,6 +264,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except ConfigError as err:
         print(f"sbrun-compare: error: {err}", file=sys.stderr)
         sys.exit(BAD_INPUT)
+    except SweepStopped as err:
+        print(f"sbrun-compare: {err}", file=sys.stderr)
+        sys.exit(STOPPED)
     print(path.read_text())
     print(f"written: {path.parent}")
 

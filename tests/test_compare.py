@@ -136,3 +136,17 @@ def test_measured_costs_record_the_setup_they_were_measured_on():
     assert 0 < costs["f_sel"] < costs["fb"]      # a forward without gradients is cheaper than forward+backward
     assert costs["dataset"] == "digits" and costs["model"] == "mlp"
     assert costs_mismatch(costs, {"dataset": "mnist", "model": "mlp"}).startswith("dataset")
+
+
+@pytest.mark.parametrize("code, raised", [(2, ConfigError), (3, "stopped"), (-15, "stopped")])
+def test_a_sweep_that_did_not_finish_stops_the_protocol(monkeypatch, code, raised):
+    """Choosing an lr from a tuning sweep cut short by a signal would be wrong; a failed job
+    (exit 1) is a result and the protocol goes on."""
+    import subprocess
+
+    from sbrun import compare
+    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, code))
+    with pytest.raises(ConfigError if raised is ConfigError else compare.SweepStopped):
+        compare.run_sweep(["sampler=sb"])
+    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))
+    compare.run_sweep(["sampler=sb"])       # some jobs failed: no exception
