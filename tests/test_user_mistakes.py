@@ -149,7 +149,7 @@ def test_nothing_kept_because_every_loss_is_0_is_said_as_that(caplog):
             {"epoch": 3, "train_loss": float("nan"), "backprop_frac": 0.0}]
     said = _notes(rows, torch.zeros(8), caplog)
     assert len(said) == 1 and "every training loss is exactly 0" in said[0] and "epoch 2" in said[0]
-    cfg = SimpleNamespace(epochs=3, budget=SimpleNamespace(amount=None))
+    cfg = SimpleNamespace(epochs=3, budget=SimpleNamespace(amount=None), eval=SimpleNamespace(every=None))
     line = log_line({**rows[1], "test_acc": 1.0, "lr": 0.1, "train_time_s": 1.0}, cfg)
     assert "nan" not in line and "nothing backpropagated" in line
 
