@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence
 import pandas as pd
 
 from . import verdict
-from .config import ConfigError
+from .config import OPERATIONAL, ConfigError, key_kind
 from .merge import NoRunsError, merge_runs
 
 log = logging.getLogger("sbrun")
@@ -158,15 +158,25 @@ def measure_costs(pr: Protocol, path: Path) -> None:
              costs["f_sel"], costs["fb"], costs["fb"] / costs["f_sel"], path)
 
 
-def load_runs(pr: Protocol) -> pd.DataFrame:
-    """Every evaluation row of this protocol's jobs (tuning included)."""
+def load_runs(pr: Protocol, base: List[str]) -> pd.DataFrame:
+    """Every evaluation row of this protocol's jobs (tuning included): the runs of the sweep whose
+    command line has every non-operational override of `base` (a job the same name ran with other
+    settings, e.g. another costs file, is not this protocol's)."""
     try:
         runs = merge_runs([pr.sweep_dir])
     except NoRunsError as err:
         raise ConfigError(f"{pr.sweep_dir}: {err}") from None
     wanted = runs["sampler"].isin(pr.methods) & runs["seed"].isin(pr.seeds) & runs["lr"].isin(pr.lrs) \
-        & runs["budget_amount"].isin(pr.budgets)
+        & runs["budget_amount"].isin(pr.budgets) & runs["overrides"].map(lambda o: same_settings(base, json.loads(o)))
     return runs[wanted]
+
+
+def same_settings(base: List[str], overrides: List[str]) -> bool:
+    """Whether a job's overrides set every non-operational key of `base` to the same value (Hydra
+    records booleans capitalised, so values compare case-insensitively)."""
+    have = dict(o.split("=", 1) for o in overrides if "=" in o)
+    return all(have.get(k, "").lower() == v.lower() for k, v in (o.split("=", 1) for o in base)
+               if key_kind(k) != OPERATIONAL)
 
 
 def compare(pr: Protocol) -> Path:
@@ -175,12 +185,12 @@ def compare(pr: Protocol) -> Path:
     base = common_overrides(pr, costs)
     for job in tuning_jobs(pr):
         run_sweep(base + job)
-    finals = verdict.last_rows(load_runs(pr))
+    finals = verdict.last_rows(load_runs(pr, base))
     tuning = finals if pr.tuned_per_budget else finals[finals["budget_amount"] == pr.tune_budget]
     choice = verdict.choose_lr(tuning, per_budget=pr.tuned_per_budget, seeds=pr.tune_seeds)
     for job in final_jobs(pr, choice):
         run_sweep(base + job)
-    runs = load_runs(pr)
+    runs = load_runs(pr, base)
     if not pr.tuned_per_budget:
         choice = choice.drop(columns=[verdict.BUDGET], errors="ignore")
     chosen = verdict.at_chosen_lr(verdict.last_rows(runs), choice)

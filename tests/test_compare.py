@@ -150,3 +150,11 @@ def test_a_sweep_that_did_not_finish_stops_the_protocol(monkeypatch, code, raise
         compare.run_sweep(["sampler=sb"])
     monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))
     compare.run_sweep(["sampler=sb"])       # some jobs failed: no exception
+
+
+def test_only_jobs_with_the_protocols_settings_count():
+    from sbrun.compare import same_settings
+    base = ["name=x", "progress=off", "plots=false", "budget.costs=a.json", "dataset.subset=5000"]
+    assert same_settings(base, ["name=x", "plots=False", "budget.costs=a.json", "dataset.subset=5000", "seed=1"])
+    assert not same_settings(base, ["name=x", "budget.costs=b.json", "dataset.subset=5000"])   # other costs
+    assert not same_settings(base, ["name=x", "budget.costs=a.json"])                           # other subset
