@@ -5,7 +5,8 @@
 - seconds: training time (evaluation excluded);
 - work: (selection forwards * cost_select + backprops * cost_train) / (N * cost_train): a
   machine-independent, deterministic measure of compute in Traditional-epoch equivalents, like
-  Kaddour et al.'s reference system time.
+  Kaddour et al.'s reference system time. With a proxy scorer (cost ratio r), the selection
+  forwards cost r * cost_select each and the proxy's own training examples r * cost_train.
 
 Without `budget.amount` a run lasts `epochs` epochs. Every counter except seconds is a host
 integer known without syncing the device, so budget checks cost nothing and a resumed run
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 from .config import PAPER_COST_SELECT, PAPER_COST_TRAIN, BudgetConfig, ConfigError
@@ -25,6 +27,7 @@ from .config import PAPER_COST_SELECT, PAPER_COST_TRAIN, BudgetConfig, ConfigErr
 class Costs:
     select: float      # one scoring (selection) forward, per example
     train: float       # one training forward + backward + step, per example
+    proxy: Optional[float] = None   # scoring.proxy's cost relative to the main model (None: no proxy)
 
 
 def read_costs(cfg: BudgetConfig) -> Costs:
@@ -60,6 +63,7 @@ class Usage:
     backprops: int = 0
     seconds: float = 0.0
     extra_work: float = 0.0        # work outside the main loop (RHO's irreducible-loss model), in work units
+    proxy_backprops: int = 0       # examples the proxy scorer trained on (scoring.proxy)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class Meter:
 
     def work(self, u: Usage) -> float:
         c = self.costs
+        if c.proxy is not None:     # every scoring forward ran on the proxy, which trains too, at its cost
+            spent = (u.select_forwards * c.select + u.proxy_backprops * c.train) * c.proxy + u.backprops * c.train
+            return spent / (self.n_train * c.train) + u.extra_work
         return (u.select_forwards * c.select + u.backprops * c.train) / (self.n_train * c.train) + u.extra_work
 
     def used(self, u: Usage) -> float:
