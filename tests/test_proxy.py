@@ -130,3 +130,22 @@ def test_a_bad_proxy_is_one_line_naming_its_key(tmp_path, args, key):
     res = run_sbrun(*base, *args, f"out_dir={tmp_path}", "name=bad")
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and key in res.stderr, res.stderr
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_the_bench_bound_of_a_proxy_pays_its_scoring_and_its_training():
+    from types import SimpleNamespace as NS
+
+    from sbrun import bench
+    from sbrun.samplers.rules import cost_model_speedup
+
+    def parts(proxy):
+        return NS(cfg=NS(scoring=NS(scale=1.0)), effective={"scoring_precision": "fp32"}, proxy=proxy)
+    scorers = {"fp32": parts(None), "proxy": parts(NS(train_every=4, cost=0.1))}
+    variants = {n: NS(samples=[{"frac": f}]) for n, f in (("sb beta=2", 0.3), ("stale_sb n=3", 0.25))}
+    costs = {"f_sel": 1e-4, "fb": 3e-4, "fp32": 1e-4, "proxy": 2e-5, "proxy proxy_fb": 8e-5}
+    table = bench.scoring_frame(scorers, variants, costs).set_index("option")
+    assert table.loc["fp32", "bound_sb2"] == pytest.approx(cost_model_speedup(1e-4, 3e-4, 0.3))
+    # scoring 2e-5 per example, plus a proxy step on the selected 30% of every 4th chunk at 8e-5 each
+    assert table.loc["proxy", "bound_sb2"] == pytest.approx(3e-4 / (2e-5 + 0.3 * 8e-5 / 4 + 0.3 * 3e-4))
+    assert table.loc["proxy", "bound_stale3"] == pytest.approx(3e-4 / ((2e-5 + 0.25 * 8e-5 / 4) / 3 + 0.25 * 3e-4))
+    assert table.loc["proxy", "vs_fp32"] == pytest.approx(0.2) and table.loc["proxy", "charged"] == 0.1
