@@ -39,6 +39,7 @@ from .config import Config, ConfigError
 from .data import DataError, augment
 from .data.stream import Augmenter
 from .hooks import Hooks
+from .proxy import proxy_setup
 from .records import atomic_write, write_json
 from .samplers.rules import cost_model_speedup, expected_fraction
 from .state import EpochState, RunState
@@ -463,7 +464,8 @@ def scoring_frame(scorers: Dict[str, Parts], variants: Dict[str, Variant], costs
     """Each option's f_sel against fp32 at full scale, and the cost-model bound it allows for SB
     beta=2 and Stale-SB n=3 (at their measured backprop fractions). A proxy's row also pays its own
     training: a step on the selected fraction s of every train_every-th scored chunk adds
-    s * proxy f+b / train_every per scored example; `charged` is the cost ratio `work` charges it."""
+    s * proxy f+b / train_every per scored example. `macs_ratio`: its multiply-adds against the main
+    model's, what `work` charges it without a measured costs_proxy.json."""
     if not scorers:
         return pd.DataFrame()
     fb = costs["fb"]
@@ -479,7 +481,7 @@ def scoring_frame(scorers: Dict[str, Parts], variants: Dict[str, Variant], costs
                "bound_sb2": cost_model_speedup(scoring(fracs["sb beta=2"]), fb, fracs["sb beta=2"], 1),
                "bound_stale3": cost_model_speedup(scoring(fracs["stale_sb n=3"]), fb, fracs["stale_sb n=3"], 3)}
         if p.proxy is not None:
-            out.update(proxy_fb_us=costs[f"{name} proxy_fb"] * 1e6, charged=p.proxy.cost)
+            out.update(proxy_fb_us=costs[f"{name} proxy_fb"] * 1e6, macs_ratio=p.proxy.cost)
         return out
     return pd.DataFrame([row(name, p) for name, p in scorers.items()])
 
@@ -525,10 +527,16 @@ def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts
     files = {"costs.json": (costs["f_sel"], info["scoring"])}
     files.update({f"costs_{name}.json": (costs[name], {"scale": p.cfg.scoring.scale,
                                                        "precision": p.effective["scoring_precision"]})
-                  for name, p in scorers.items() if p.proxy is None})   # work charges a proxy by its ratio
+                  for name, p in scorers.items() if p.proxy is None})   # a proxy: below
     for file, (select, scoring) in files.items():
         write_json(out_dir / file, {"f_sel": select, "fb": costs["fb"], "unit": "seconds per example",
                                     "scoring": scoring, **where})
+    for name, p in scorers.items():
+        if p.proxy is not None:      # budget.costs=<it> charges the proxy its measured costs
+            write_json(out_dir / f"costs_{name}.json", {
+                "f_sel": costs["f_sel"], "fb": costs["fb"], "proxy_f_sel": costs[name],
+                "proxy_fb": costs[f"{name} proxy_fb"], "unit": "seconds per example", "scoring": info["scoring"],
+                "proxy": proxy_setup(p.cfg.scoring.proxy), **where})
 
 
 def write_tables(out_dir: Path, tables: Dict[str, pd.DataFrame], info: dict, sync_info: Dict[str, float]) -> None:
@@ -579,7 +587,7 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
                                      ("bound_sb2", "SB beta=2 bound", "{:.2f}x"),
                                      ("bound_stale3", "Stale-SB n=3 bound", "{:.2f}x")]
                           + ([("proxy_fb_us", "proxy f+b us/example", "{:.1f}"),
-                              ("charged", "work charges", "{:.3f}x")] if "charged" in scoring else []))
+                              ("macs_ratio", "multiply-add ratio", "{:.3f}x")] if "macs_ratio" in scoring else []))
     return "\n".join(lines) + "\n"
 
 
@@ -678,7 +686,7 @@ def main(argv=None) -> None:
         raise SystemExit(2) from None
     print()
     print((args.out / "bench.md").read_text())
-    options = [o for o in tables["scoring"]["option"] if o != "proxy"] if not tables["scoring"].empty else []
+    options = list(tables["scoring"]["option"]) if not tables["scoring"].empty else []
     written = ["bench.csv", "bench.md", "costs.json"] + (["scoring.csv"] if not tables["scoring"].empty else [])
     print(f"written in {args.out}: " + ", ".join(written + [f"costs_{o}.json" for o in options]))
 

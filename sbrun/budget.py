@@ -14,6 +14,7 @@ crosses the budget at exactly the same step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from .config import PAPER_COST_SELECT, PAPER_COST_TRAIN, BudgetConfig, ConfigErr
 class Costs:
     select: float      # one scoring (selection) forward, per example
     train: float       # one training forward + backward + step, per example
-    proxy: Optional[float] = None   # scoring.proxy's cost relative to the main model (None: no proxy)
+    # With a proxy scorer (scoring.proxy): its scoring forward and its training step, per example
+    proxy_select: Optional[float] = None
+    proxy_train: Optional[float] = None
 
 
 def read_costs(cfg: BudgetConfig) -> Costs:
@@ -44,8 +47,21 @@ def read_costs(cfg: BudgetConfig) -> Costs:
                  cfg.cost_train if cfg.cost_train is not None else train)
 
 
+def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool) -> Costs:
+    """`costs` with the proxy's: measured (the proxy_f_sel and proxy_fb of a costs.json that
+    `sbrun-bench --proxy` wrote), else `ratio` times the main model's; an `explicit` ratio
+    (scoring.proxy.cost) wins over a measurement."""
+    if cfg.costs and not explicit:
+        measured = json.loads(Path(cfg.costs).read_text())
+        if "proxy_f_sel" in measured and "proxy_fb" in measured:
+            # in the file's units, rescaled to the run's (budget.cost_select / cost_train may override them)
+            return dataclasses.replace(costs, proxy_select=costs.select * measured["proxy_f_sel"] / measured["f_sel"],
+                                       proxy_train=costs.train * measured["proxy_fb"] / measured["fb"])
+    return dataclasses.replace(costs, proxy_select=ratio * costs.select, proxy_train=ratio * costs.train)
+
+
 # What a costs.json records about the setup it was measured on, compared with the run that reads it.
-COSTS_SETUP = ("dataset", "model", "model_kwargs", "image_size", "channels", "precision", "scoring")
+COSTS_SETUP = ("dataset", "model", "model_kwargs", "image_size", "channels", "precision", "scoring", "proxy")
 
 
 def costs_mismatch(measured: dict, run: dict) -> str:
@@ -83,8 +99,8 @@ class Meter:
 
     def work(self, u: Usage) -> float:
         c = self.costs
-        if c.proxy is not None:     # every scoring forward ran on the proxy, which trains too, at its cost
-            spent = (u.select_forwards * c.select + u.proxy_backprops * c.train) * c.proxy + u.backprops * c.train
+        if c.proxy_select is not None:     # every scoring forward ran on the proxy, which trains too
+            spent = u.select_forwards * c.proxy_select + u.proxy_backprops * c.proxy_train + u.backprops * c.train
             return spent / (self.n_train * c.train) + u.extra_work
         return (u.select_forwards * c.select + u.backprops * c.train) / (self.n_train * c.train) + u.extra_work
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 from hydra.utils import instantiate
 
 from . import records
-from .budget import Meter
+from .budget import Meter, proxy_costs
 from .components import DATASET_INJECTED, MODEL_INJECTED, injectable, resolve_target
 from .config import Config, ConfigError, DatasetConfig, ModelConfig, OptimConfig
 from .data import DataError, ImageSet, TrainTest, corrupt_labels
@@ -112,13 +112,13 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     data = data if data is not None else load_data(cfg, device)
     spec = data.spec
     model = build_model(cfg, spec)
+    proxy = build_proxy(cfg, spec, model, instantiate_model)
     if cfg.scoring.scale < 1 and cfg.sampler.scores:
-        check_scaled_input(model, spec, cfg)
+        check_scaled_input(model if proxy is None else proxy.model, spec, cfg)
     model = model.to(device)
     conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     memory_format = torch.channels_last if conv and cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    proxy = build_proxy(cfg, spec, model, instantiate_model)
     if proxy is not None:
         proxy.model.to(device=device, memory_format=memory_format)
 
@@ -133,7 +133,8 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     local_batch = dist.local_size(cfg.batch_size)
     meter = Meter.of(cfg.budget, cfg.epochs, len(data.train))
     if proxy is not None:      # its scoring forwards and its training are charged at its own cost
-        meter = dataclasses.replace(meter, costs=dataclasses.replace(meter.costs, proxy=proxy.cost))
+        meter = dataclasses.replace(meter, costs=proxy_costs(cfg.budget, meter.costs, proxy.cost,
+                                                             cfg.scoring.proxy.cost is not None))
     env = SamplerEnv(n_train=len(data.train), batch_size=local_batch, device=device, seed=cfg.seed,
                      epochs=cfg.epochs, lr_milestones=lr_drop_epochs(cfg.schedule, cfg.epochs), run_dir=run_dir)
     sampler = cfg.sampler.make(env)
@@ -142,8 +143,9 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     effective = {"precision": cfg.precision, "channels_last": memory_format == torch.channels_last,
                  "data_path": "tensor" if use_tensor else "loader", "device": str(device),
                  "scoring_precision": "bf16" if bf16 or cfg.scoring.precision == "bf16" else "fp32"}
-    if proxy is not None:
-        effective["proxy_cost"] = proxy.cost
+    if proxy is not None:     # its multiply-add (or given) ratio, and what work charges per example
+        effective.update(proxy_cost=proxy.cost, proxy_cost_select=meter.costs.proxy_select,
+                         proxy_cost_train=meter.costs.proxy_train)
     parts = Parts(
         cfg=cfg, run_dir=Path(run_dir), device=device, dist=dist, data=data, stream=stream, test_set=test_set,
         val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net, optimizer=build_optimizer(model, cfg.optim),

@@ -51,6 +51,11 @@ class Proxy:
         self.scored = int(state["scored"])
 
 
+def proxy_setup(pc) -> dict:
+    """What identifies a proxy in a costs.json (`sbrun-bench --proxy`) and in the run it is read by."""
+    return {"width_factor": pc.width_factor, "model": pc.model.get("_target_")}
+
+
 def proxy_model_config(cfg: Config) -> ModelConfig:
     """The proxy's model: scoring.proxy.model as given, or the main model at width_factor x width."""
     pc = cfg.scoring.proxy

@@ -24,6 +24,7 @@ from .data import DataError
 from .distributed import Collective, local_rank
 from .fit import StopRequested, fit
 from .hooks import Hooks, merged
+from .proxy import proxy_setup
 
 log = logging.getLogger("sbrun")
 
@@ -162,6 +163,8 @@ def costs_note(parts) -> Optional[str]:
             "image_size": parts.data.spec.image_size, "channels": parts.data.spec.channels,
             "precision": parts.effective["precision"],
             "scoring": {"scale": cfg.scoring.scale, "precision": parts.effective["scoring_precision"]}}
+    if parts.proxy is not None:
+        here["proxy"] = proxy_setup(cfg.scoring.proxy)
     differs = costs_mismatch(measured, here)
     return (f"warning: budget.costs={cfg.budget.costs} was measured on another setup ({differs}); its cost ratio "
             f"may not hold for this run: measure this one with sbrun-bench, or give budget.cost_select and "

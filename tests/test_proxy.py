@@ -53,7 +53,7 @@ def test_the_proxy_is_the_main_architecture_at_width_factor_and_its_cost_the_mul
     macs = lambda w: 64 * w + w * w + 4 * w      # noqa: E731
     assert multiply_adds(p.proxy.model, (1, 8, 8)) == macs(8)
     assert p.proxy.cost == pytest.approx(macs(8) / macs(32))
-    assert p.meter.costs.proxy == p.proxy.cost
+    assert (p.meter.costs.proxy_select, p.meter.costs.proxy_train) == pytest.approx((p.proxy.cost, 3 * p.proxy.cost))
 
 
 def test_proxy_weights_change_only_when_it_trains(run_tiny, tiny_config):
@@ -148,4 +148,21 @@ def test_the_bench_bound_of_a_proxy_pays_its_scoring_and_its_training():
     # scoring 2e-5 per example, plus a proxy step on the selected 30% of every 4th chunk at 8e-5 each
     assert table.loc["proxy", "bound_sb2"] == pytest.approx(3e-4 / (2e-5 + 0.3 * 8e-5 / 4 + 0.3 * 3e-4))
     assert table.loc["proxy", "bound_stale3"] == pytest.approx(3e-4 / ((2e-5 + 0.25 * 8e-5 / 4) / 3 + 0.25 * 3e-4))
-    assert table.loc["proxy", "vs_fp32"] == pytest.approx(0.2) and table.loc["proxy", "charged"] == 0.1
+    assert table.loc["proxy", "vs_fp32"] == pytest.approx(0.2) and table.loc["proxy", "macs_ratio"] == 0.1
+
+
+def test_a_measured_costs_file_charges_the_proxy_its_measured_costs_unless_a_ratio_is_given(tiny_config, tmp_path):
+    # what `sbrun-bench --proxy F` writes into costs_proxy.json (seconds per example)
+    costs = tmp_path / "costs_proxy.json"
+    costs.write_text(json.dumps({"f_sel": 2.0, "fb": 6.0, "proxy_f_sel": 0.5, "proxy_fb": 1.5}))
+    p = build(tiny_config(*PROXY, f"budget.costs={costs}"), "unused", torch.device("cpu"))
+    c = p.meter.costs
+    assert (c.select, c.train, c.proxy_select, c.proxy_train) == (2.0, 6.0, 0.5, 1.5)
+    assert p.effective["proxy_cost_select"] == 0.5 and p.effective["proxy_cost_train"] == 1.5
+    # an explicit scoring.proxy.cost is a ratio of the main model's costs, whatever the file says
+    c = build(tiny_config(*PROXY, f"budget.costs={costs}", "scoring.proxy.cost=0.2"), "unused",
+              torch.device("cpu")).meter.costs
+    assert (c.proxy_select, c.proxy_train) == pytest.approx((0.4, 1.2))
+    # and a run without a proxy ignores the file's proxy costs
+    c = build(tiny_config(f"budget.costs={costs}"), "unused", torch.device("cpu")).meter.costs
+    assert (c.proxy_select, c.proxy_train) == (None, None)
