@@ -16,6 +16,7 @@ from .budget import Usage
 from .config import to_dict
 from .state import EpochState, RunState
 from .proxy import PHASES as PROXY_PHASES
+from .proxy import proxy_label
 from .timing import PHASES
 
 log = logging.getLogger("sbrun")
@@ -144,6 +145,8 @@ def run_params(cfg) -> Dict:
             # the scoring forward's cost options, like selection_forward, where the sampler scores
             "scoring_scale": cfg.scoring.scale if cfg.sampler.scores else None,
             "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None,
+            # a proxy scorer makes its own configuration (a run without one records no such key)
+            **({"scoring_proxy": proxy_label(cfg.scoring.proxy)} if cfg.scoring.proxy.enabled else {}),
             # the evaluation grid, where one is set (rows at equal compute points)
             "eval_every": cfg.eval.every, "eval_unit": cfg.eval.unit if cfg.eval.every is not None else None,
             # the validation split, where a run holds one out (it is part of what the run computes)

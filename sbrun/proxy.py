@@ -56,6 +56,12 @@ def proxy_setup(pc) -> dict:
     return {"width_factor": pc.width_factor, "model": pc.model.get("_target_")}
 
 
+def proxy_label(pc) -> str:
+    """The proxy as one params value (tables and legends tell proxy-scored runs apart by it)."""
+    which = f"width_factor={pc.width_factor:g}" if pc.width_factor is not None else f"model={pc.model['_target_']}"
+    return f"{which}, train_every={pc.train_every}"
+
+
 def proxy_model_config(cfg: Config) -> ModelConfig:
     """The proxy's model: scoring.proxy.model as given, or the main model at width_factor x width."""
     pc = cfg.scoring.proxy

@@ -88,6 +88,7 @@ def test_the_preset_keeps_a_fixed_count_per_chunk_and_the_work_charge_is_the_sta
     assert m["work"].to_numpy() == pytest.approx(expected.to_numpy(), rel=1e-12)
     assert summary["config"]["sampler"]["name"] == "proxy_topk"
     assert summary["config"]["selection_forward"] == "train"
+    assert summary["params"]["scoring_proxy"] == "width_factor=0.25, train_every=4"   # its own configuration
 
 
 def test_no_proxy_key_leaves_a_run_as_it_was(run_tiny):
@@ -95,6 +96,7 @@ def test_no_proxy_key_leaves_a_run_as_it_was(run_tiny):
     cols = pd.read_csv(plain / "metrics.csv").columns
     assert not [c for c in cols if "proxy" in c]
     assert "proxy" not in s_plain["config"]["scoring"] and "proxy_cost" not in s_plain["effective"]
+    assert "scoring_proxy" not in s_plain["params"]
     # a proxy that never scores (traditional) draws from its own seed: the run's own random streams,
     # and so its metrics, stay exactly those of the run without it
     a, _ = run_tiny("sampler=traditional")
