@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import loop
+from . import loop, proxy
 from .build import Parts, build, build_model, build_optimizer, resolve_device
 from .config import Config, ConfigError
 from .data import DataError, augment
@@ -177,11 +177,9 @@ def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
 
 
 def proxy_f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
-    """Seconds per example of the proxy's own training step (forward + backward + step)."""
-    def step():
-        p.proxy.model.train()
-        sgd_step(p.proxy.model, p.proxy.optimizer, x, y)
-    return median_time(step, p.device, reps) / x.shape[0]
+    """Seconds per example of the proxy's own training step (proxy.train_step, as the loop runs it)."""
+    lr = p.proxy.optimizer.param_groups[0]["lr"]
+    return median_time(lambda: proxy.train_step(p.proxy, x, y, lr, p.timer, p.autocast), p.device, reps) / x.shape[0]
 
 
 def measure_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:

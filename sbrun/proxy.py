@@ -4,9 +4,10 @@ trains online on the examples selected, as in KellerJordan/cifar10-airbench's ai
 
 `scoring.proxy.width_factor=F` rebuilds the main model at F times its `width`;
 `scoring.proxy.model._target_=...` takes any model (built through build.instantiate_model, like the
-main one). Its work charge is its per-example cost relative to the main model (`cost`): the ratio
-of their convolution and linear multiply-adds, a machine-independent count like the rest of
-`work`, unless `scoring.proxy.cost` gives one (sbrun-bench measures the time ratio).
+main one). `work` charges its scoring forwards and training examples at its own cost
+(budget.proxy_costs): the seconds `sbrun-bench --proxy F` measured (costs_proxy.json), else `cost`
+times the main model's, where `cost` is `scoring.proxy.cost` or the ratio of their convolution
+and linear multiply-adds (machine-independent; small networks on a CPU cost more than it says).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ PHASES = ("proxy_fwd", "proxy_bwd")     # its training forward and its backward 
 class Proxy:
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    cost: float             # per-example cost relative to the main model (scoring and training alike)
+    cost: float             # scoring.proxy.cost, else its multiply-adds / the main model's, per example
     lr_scale: float         # its base lr / optim.lr: its lr follows the run's schedule at this scale
     train_every: int
     scored: int = 0         # freshly scored chunks so far; every train_every-th trains it
