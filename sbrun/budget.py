@@ -47,17 +47,18 @@ def read_costs(cfg: BudgetConfig) -> Costs:
                  cfg.cost_train if cfg.cost_train is not None else train)
 
 
-def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool) -> Costs:
-    """`costs` with the proxy's: measured (the proxy_f_sel and proxy_fb of a costs.json that
-    `sbrun-bench --proxy` wrote), else `ratio` times the main model's; an `explicit` ratio
-    (scoring.proxy.cost) wins over a measurement."""
+def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool) -> tuple[Costs, str]:
+    """`costs` with the proxy's, and where they came from: measured (the proxy_f_sel and proxy_fb
+    of a costs.json that `sbrun-bench --proxy` wrote), else `ratio` times the main model's; an
+    `explicit` ratio (scoring.proxy.cost) wins over a measurement."""
     if cfg.costs and not explicit:
         measured = json.loads(Path(cfg.costs).read_text())
         if "proxy_f_sel" in measured and "proxy_fb" in measured:
             # in the file's units, rescaled to the run's (budget.cost_select / cost_train may override them)
             return dataclasses.replace(costs, proxy_select=costs.select * measured["proxy_f_sel"] / measured["f_sel"],
-                                       proxy_train=costs.train * measured["proxy_fb"] / measured["fb"])
-    return dataclasses.replace(costs, proxy_select=ratio * costs.select, proxy_train=ratio * costs.train)
+                                       proxy_train=costs.train * measured["proxy_fb"] / measured["fb"]), "budget.costs"
+    return (dataclasses.replace(costs, proxy_select=ratio * costs.select, proxy_train=ratio * costs.train),
+            "scoring.proxy.cost" if explicit else "multiply-adds")
 
 
 # What a costs.json records about the setup it was measured on, compared with the run that reads it.

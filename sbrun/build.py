@@ -132,9 +132,10 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
 
     local_batch = dist.local_size(cfg.batch_size)
     meter = Meter.of(cfg.budget, cfg.epochs, len(data.train))
+    charged_by = None
     if proxy is not None:      # its scoring forwards and its training are charged at its own cost
-        meter = dataclasses.replace(meter, costs=proxy_costs(cfg.budget, meter.costs, proxy.cost,
-                                                             cfg.scoring.proxy.cost is not None))
+        costs, charged_by = proxy_costs(cfg.budget, meter.costs, proxy.cost, cfg.scoring.proxy.cost is not None)
+        meter = dataclasses.replace(meter, costs=costs)
     env = SamplerEnv(n_train=len(data.train), batch_size=local_batch, device=device, seed=cfg.seed,
                      epochs=cfg.epochs, lr_milestones=lr_drop_epochs(cfg.schedule, cfg.epochs), run_dir=run_dir)
     sampler = cfg.sampler.make(env)
@@ -145,7 +146,7 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
                  "scoring_precision": "bf16" if bf16 or cfg.scoring.precision == "bf16" else "fp32"}
     if proxy is not None:     # its multiply-add (or given) ratio, and what work charges per example
         effective.update(proxy_cost=proxy.cost, proxy_cost_select=meter.costs.proxy_select,
-                         proxy_cost_train=meter.costs.proxy_train)
+                         proxy_cost_train=meter.costs.proxy_train, proxy_cost_from=charged_by)
     parts = Parts(
         cfg=cfg, run_dir=Path(run_dir), device=device, dist=dist, data=data, stream=stream, test_set=test_set,
         val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net, optimizer=build_optimizer(model, cfg.optim),

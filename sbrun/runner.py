@@ -123,6 +123,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         attach_trackers(parts, hooks, resumed=latest is not None)
         if main and (note := costs_note(parts)):
             log.warning("%s", note)
+        if main and (note := proxy_note(parts)):
+            log.warning("%s", note)
         hooks.on_epoch.append(training_notes(parts, run))
         return fit(parts, run, ep, hooks)
     except StopRequested:
@@ -169,6 +171,17 @@ def costs_note(parts) -> Optional[str]:
     return (f"warning: budget.costs={cfg.budget.costs} was measured on another setup ({differs}); its cost ratio "
             f"may not hold for this run: measure this one with sbrun-bench, or give budget.cost_select and "
             f"budget.cost_train") if differs else None
+
+
+def proxy_note(parts) -> Optional[str]:
+    """One line when a work budget charges a proxy scorer its multiply-add ratio, which small
+    networks on a CPU do not reach in time (README, Proxy scoring)."""
+    e = parts.effective
+    if parts.cfg.budget.unit != "work" or e.get("proxy_cost_from") != "multiply-adds":
+        return None
+    return (f"note: work charges the proxy scorer its multiply-add ratio ({e['proxy_cost']:.3g}x the main model); "
+            f"a small network may cost more than that in time: measure it with `sbrun-bench --proxy F` and give "
+            f"budget.costs=<out>/costs_proxy.json")
 
 
 # A training loss this many times its first epoch's value reads as divergence.

@@ -161,10 +161,20 @@ def test_a_measured_costs_file_charges_the_proxy_its_measured_costs_unless_a_rat
     c = p.meter.costs
     assert (c.select, c.train, c.proxy_select, c.proxy_train) == (2.0, 6.0, 0.5, 1.5)
     assert p.effective["proxy_cost_select"] == 0.5 and p.effective["proxy_cost_train"] == 1.5
+    assert p.effective["proxy_cost_from"] == "budget.costs"
     # an explicit scoring.proxy.cost is a ratio of the main model's costs, whatever the file says
-    c = build(tiny_config(*PROXY, f"budget.costs={costs}", "scoring.proxy.cost=0.2"), "unused",
-              torch.device("cpu")).meter.costs
-    assert (c.proxy_select, c.proxy_train) == pytest.approx((0.4, 1.2))
+    q = build(tiny_config(*PROXY, f"budget.costs={costs}", "scoring.proxy.cost=0.2"), "unused", torch.device("cpu"))
+    assert (q.meter.costs.proxy_select, q.meter.costs.proxy_train) == pytest.approx((0.4, 1.2))
+    assert q.effective["proxy_cost_from"] == "scoring.proxy.cost"
     # and a run without a proxy ignores the file's proxy costs
     c = build(tiny_config(f"budget.costs={costs}"), "unused", torch.device("cpu")).meter.costs
     assert (c.proxy_select, c.proxy_train) == (None, None)
+
+
+def test_a_work_budget_charging_the_multiply_add_ratio_says_so_once(tiny_config):
+    from sbrun.runner import proxy_note
+
+    p = build(tiny_config(*PROXY, "budget.unit=work", "budget.amount=2"), "unused", torch.device("cpu"))
+    assert p.effective["proxy_cost_from"] == "multiply-adds"
+    assert "sbrun-bench --proxy" in proxy_note(p) and len(proxy_note(p).splitlines()) == 1
+    assert proxy_note(build(tiny_config(*PROXY), "unused", torch.device("cpu"))) is None      # an epochs budget
