@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY, run_sbrun
+from test_reliability import run_killed
+
 from sbrun import checkpoint as ckpt
 from sbrun import loop
 from sbrun.build import build
 from sbrun.proxy import multiply_adds
-from test_reliability import run_killed
 
 PROXY = ["scoring.proxy.width_factor=0.25"]
 # proxy_topk on the tiny data: chunks of 64 (two batches of 32), the top half kept: 8 chunks and
@@ -50,7 +50,9 @@ def test_the_proxy_is_the_main_architecture_at_width_factor_and_its_cost_the_mul
     cfg = tiny_config(*PROXY)
     p = build(cfg, "unused", torch.device("cpu"))
     assert [m.out_features for m in p.proxy.model if isinstance(m, torch.nn.Linear)] == [8, 8, 4]
-    macs = lambda w: 64 * w + w * w + 4 * w      # noqa: E731
+
+    def macs(w):
+        return 64 * w + w * w + 4 * w
     assert multiply_adds(p.proxy.model, (1, 8, 8)) == macs(8)
     assert p.proxy.cost == pytest.approx(macs(8) / macs(32))
     assert (p.meter.costs.proxy_select, p.meter.costs.proxy_train) == pytest.approx((p.proxy.cost, 3 * p.proxy.cost))
