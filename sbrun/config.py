@@ -268,8 +268,8 @@ class ProxyConfig:
     lr: Optional[float] = doc("the proxy's base lr, scaled by the run's schedule (null: optim.lr)", None)
     momentum: Optional[float] = doc("the proxy's SGD momentum (null: optim.momentum)", None)
     weight_decay: Optional[float] = doc("the proxy's weight decay (null: optim.weight_decay)", None)
-    cost: Optional[float] = doc("its per-example cost relative to the main model, charged in work (null: their "
-                                "ratio of conv/linear multiply-adds)", None)
+    cost: Optional[float] = doc("its per-example cost relative to the main model, charged in work (null: "
+                                "budget.costs' measured proxy costs, else their ratio of multiply-adds)", None)
 
     def __post_init__(self) -> None:
         check(self.width_factor is None or self.width_factor > 0, "scoring.proxy.width_factor", self.width_factor,
