@@ -7,7 +7,8 @@ variant's epochs are measured interleaved with the others (round-robin, `--repea
 drift on a shared machine hits them all alike. Two references run in the same rounds: a plain
 hand-written PyTorch loop on the same device-resident data (sbrun's own overhead) and a
 torchvision DataLoader pipeline with the same augmentation (what the data path buys). The
-scoring options (`scoring.scale`, `scoring.precision`) get their own f_sel and cost-model bound.
+scoring options (`scoring.scale`, `scoring.precision`) get their own f_sel and cost-model bound, and
+so does a proxy scorer (`--proxy F`: scoring.proxy.width_factor=F), whose bound also pays its training.
 
 Everything runs through sbrun's public pieces: `build.build` for the parts, `loop.run_epoch`,
 `loop.score` and `loop.forward` for the work, `state.RunState` / `state.EpochState` for the state.
@@ -32,13 +33,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import loop
+from . import loop, proxy
 from .build import Parts, build, build_model, build_optimizer, resolve_device
 from .config import Config, ConfigError
 from .data import DataError, augment
 from .data.stream import Augmenter
 from .hooks import Hooks
 from .messages import one_line
+from .proxy import proxy_setup
 from .records import atomic_write, write_json
 from .samplers.rules import cost_model_speedup, expected_fraction
 from .state import EpochState, RunState
@@ -70,6 +72,7 @@ SCORING = {"fp32": ["precision=fp32", "scoring.precision=fp32"],
            "scale": ["precision=fp32", "scoring.precision=fp32", "scoring.scale={scale}"],
            "bf16": ["scoring.precision=bf16"],
            "scale_bf16": ["scoring.precision=bf16", "scoring.scale={scale}"]}
+PROXY = ["precision=fp32", "scoring.precision=fp32", "scoring.proxy.width_factor={proxy}"]   # --proxy F
 COST_EPOCH = 10_000       # the stream epoch whose first chunk the costs are timed on (never trained)
 NO_HOOKS = Hooks()
 
@@ -174,6 +177,12 @@ def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
     return median_time(step, p.device, reps) / x.shape[0]
 
 
+def proxy_f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
+    """Seconds per example of the proxy's own training step (proxy.train_step, as the loop runs it)."""
+    lr = p.proxy.optimizer.param_groups[0]["lr"]
+    return median_time(lambda: proxy.train_step(p.proxy, x, y, lr, p.timer, p.autocast), p.device, reps) / x.shape[0]
+
+
 def measure_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:
     """The per-example costs `budget.costs` reads (f_sel, fb, in seconds), measured on the model and
     data that `overrides` compose to, without the epoch benchmark (sbrun-compare's cost step). The
@@ -200,6 +209,8 @@ class CostProbe:
         p, x, y = self.trad, self.x, self.y
         got = {"f_sel": f_sel(p, x, y, self.reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], self.reps)}
         got.update({name: f_sel(q, x, y, self.reps) for name, q in self.scorers.items()})
+        got.update({f"{name} proxy_fb": proxy_f_b(q, x[:p.local_batch], y[:p.local_batch], self.reps)
+                    for name, q in self.scorers.items() if q.proxy is not None})
         self.samples.append(got)
         return got
 
@@ -213,7 +224,11 @@ def build_scorers(configs: Dict[str, Config], trad: Parts, x: torch.Tensor, y: t
     x, y) is left out."""
     scorers = {}
     for name, cfg in configs.items():
-        p = build(cfg, tmp / f"scoring_{name}", trad.device, data=trad.data)
+        try:
+            p = build(cfg, tmp / f"scoring_{name}", trad.device, data=trad.data)
+        except ConfigError as err:      # --proxy with a model that takes no width
+            log(f"scoring {name}: left out ({err})")
+            continue
         try:
             f_sel(p, x, y, 1)
         except RuntimeError as err:     # a model with a fixed input size (mlp, linear) cannot score downsampled
@@ -340,6 +355,7 @@ class Options:
     loader_workers: int = 2
     scoring: Tuple[str, ...] = tuple(SCORING)
     scale: float = 0.5
+    proxy: Optional[float] = None            # a proxy scorer at this width factor (a scoring table row)
     time_limit_s: Optional[float] = None     # start no new round after this
     preset: str = "custom"
 
@@ -353,6 +369,8 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
     named = {name: base + QUIET + extra for name, extra, _ in VARIANTS}
     named.update({f"scoring {name}": base + QUIET + ["sampler=sb"] + [o.format(scale=opts.scale) for o in SCORING[name]]
                   for name in opts.scoring})
+    if opts.proxy is not None:
+        named["scoring proxy"] = base + QUIET + ["sampler=sb"] + [o.format(proxy=opts.proxy) for o in PROXY]
     configs = compose_configs(named)
     device = resolve_device(configs["traditional"].device)
     with tempfile.TemporaryDirectory(prefix="sbrun-bench-") as tmp:
@@ -365,12 +383,14 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
         warm_up(variants)
 
         x, y = scoring_batch(trad)
-        scorers = build_scorers({name: configs[f"scoring {name}"] for name in opts.scoring}, trad, x, y, Path(tmp), log)
+        scorers = build_scorers({name[len("scoring "):]: cfg for name, cfg in configs.items()
+                                 if name.startswith("scoring ")}, trad, x, y, Path(tmp), log)
         probe = CostProbe(trad, scorers, x, y, opts.cost_reps)
         costs = probe.sample()
         log(f"f_sel = {costs['f_sel'] * 1e6:.1f} us/example, f+b = {costs['fb'] * 1e6:.1f} us/example "
             f"(ratio f+b / f_sel = {costs['fb'] / costs['f_sel']:.2f}); scoring options: "
-            + ", ".join(f"{name} {costs[name] * 1e6:.1f}" for name in scorers))
+            + ", ".join(f"{name} {costs[name] * 1e6:.1f}" for name in scorers)
+            + "".join(f"; proxy f+b {costs[k] * 1e6:.1f}" for k in costs if k.endswith("proxy_fb")))
         out_dir.mkdir(parents=True, exist_ok=True)
         info["cost_samples"] = 1
         write_costs(out_dir, costs, scorers, info)
@@ -441,19 +461,28 @@ def describe(p: Parts, preset: str, base: List[str], load_before: str) -> dict:
 
 def scoring_frame(scorers: Dict[str, Parts], variants: Dict[str, Variant], costs: Dict[str, float]) -> pd.DataFrame:
     """Each option's f_sel against fp32 at full scale, and the cost-model bound it allows for SB
-    beta=2 and Stale-SB n=3 (at their measured backprop fractions)."""
+    beta=2 and Stale-SB n=3 (at their measured backprop fractions). A proxy's row also pays its own
+    training: a step on the selected fraction s of every train_every-th scored chunk adds
+    s * proxy f+b / train_every per scored example. `macs_ratio`: its multiply-adds against the main
+    model's, what `work` charges it without a measured costs_proxy.json."""
     if not scorers:
         return pd.DataFrame()
     fb = costs["fb"]
     fracs = {name: statistics.median(s["frac"] for s in variants[name].samples) if variants[name].samples
              else expected_fraction(2.0) for name in ("sb beta=2", "stale_sb n=3")}
     ref = costs.get("fp32", costs["f_sel"])
-    return pd.DataFrame([{"option": name, "scale": p.cfg.scoring.scale,
-                          "scoring_precision": p.effective["scoring_precision"], "f_sel_us": costs[name] * 1e6,
-                          "vs_fp32": costs[name] / ref, "fb_us": fb * 1e6,
-                          "bound_sb2": cost_model_speedup(costs[name], fb, fracs["sb beta=2"], 1),
-                          "bound_stale3": cost_model_speedup(costs[name], fb, fracs["stale_sb n=3"], 3)}
-                         for name, p in scorers.items()])
+
+    def row(name: str, p: Parts) -> dict:
+        def scoring(frac: float) -> float:       # per scored example, the proxy's training included
+            return costs[name] + (0.0 if p.proxy is None else frac * costs[f"{name} proxy_fb"] / p.proxy.train_every)
+        out = {"option": name, "scale": p.cfg.scoring.scale, "scoring_precision": p.effective["scoring_precision"],
+               "f_sel_us": costs[name] * 1e6, "vs_fp32": costs[name] / ref, "fb_us": fb * 1e6,
+               "bound_sb2": cost_model_speedup(scoring(fracs["sb beta=2"]), fb, fracs["sb beta=2"], 1),
+               "bound_stale3": cost_model_speedup(scoring(fracs["stale_sb n=3"]), fb, fracs["stale_sb n=3"], 3)}
+        if p.proxy is not None:
+            out.update(proxy_fb_us=costs[f"{name} proxy_fb"] * 1e6, macs_ratio=p.proxy.cost)
+        return out
+    return pd.DataFrame([row(name, p) for name, p in scorers.items()])
 
 
 def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], costs: Dict[str, float],
@@ -497,10 +526,16 @@ def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts
     files = {"costs.json": (costs["f_sel"], info["scoring"])}
     files.update({f"costs_{name}.json": (costs[name], {"scale": p.cfg.scoring.scale,
                                                        "precision": p.effective["scoring_precision"]})
-                  for name, p in scorers.items()})
+                  for name, p in scorers.items() if p.proxy is None})   # a proxy: below
     for file, (select, scoring) in files.items():
         write_json(out_dir / file, {"f_sel": select, "fb": costs["fb"], "unit": "seconds per example",
                                     "scoring": scoring, **where})
+    for name, p in scorers.items():
+        if p.proxy is not None:      # budget.costs=<it> charges the proxy its measured costs
+            write_json(out_dir / f"costs_{name}.json", {
+                "f_sel": costs["f_sel"], "fb": costs["fb"], "proxy_f_sel": costs[name],
+                "proxy_fb": costs[f"{name} proxy_fb"], "unit": "seconds per example", "scoring": info["scoring"],
+                "proxy": proxy_setup(p.cfg.scoring.proxy), **where})
 
 
 def write_tables(out_dir: Path, tables: Dict[str, pd.DataFrame], info: dict, sync_info: Dict[str, float]) -> None:
@@ -550,7 +585,9 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
                                      ("scoring_precision", "scoring precision", "{}"),
                                      ("f_sel_us", "f_sel us/example", "{:.1f}"), ("vs_fp32", "vs fp32", "{:.2f}x"),
                                      ("bound_sb2", "SB beta=2 bound", "{:.2f}x"),
-                                     ("bound_stale3", "Stale-SB n=3 bound", "{:.2f}x")])
+                                     ("bound_stale3", "Stale-SB n=3 bound", "{:.2f}x")]
+                          + ([("proxy_fb_us", "proxy f+b us/example", "{:.1f}"),
+                              ("macs_ratio", "multiply-add ratio", "{:.3f}x")] if "macs_ratio" in scoring else []))
     return "\n".join(lines) + "\n"
 
 
@@ -627,6 +664,8 @@ def main(argv=None) -> None:
     p.add_argument("--scoring", type=parse_scoring, default=tuple(SCORING),
                    help=f"scoring options to measure: all (default), none, or a comma list of {', '.join(SCORING)}")
     p.add_argument("--scoring-scale", type=float, default=0.5, help="scoring.scale of the scale options (default 0.5)")
+    p.add_argument("--proxy", type=float, default=None, metavar="F",
+                   help="also measure a proxy scorer at scoring.proxy.width_factor=F (a scoring table row)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds after which no new round starts (the tables hold the rounds done)")
     p.add_argument("--out", type=Path, default=Path("results/bench"),
@@ -634,10 +673,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if not 0.0 < args.scoring_scale <= 1.0:
         p.error(f"--scoring-scale={args.scoring_scale} is invalid; allowed: a number in (0, 1]")
+    if args.proxy is not None and not args.proxy > 0:
+        p.error(f"--proxy={args.proxy} is invalid; allowed: a width factor > 0")
     preset = args.preset or ("gpu" if torch.cuda.is_available() else "cpu")
     base = PRESETS[preset] + [f"data_dir={args.data_dir}"] + args.overrides
     opts = Options(repeats=args.repeats, cost_reps=args.cost_reps, loader_workers=args.loader_workers,
-                   scoring=args.scoring, scale=args.scoring_scale, time_limit_s=args.time_limit, preset=preset)
+                   scoring=args.scoring, scale=args.scoring_scale, proxy=args.proxy, time_limit_s=args.time_limit,
+                   preset=preset)
     try:
         tables = run_bench(base, opts, args.out)
     except (ConfigError, DataError) as err:
@@ -646,7 +688,7 @@ def main(argv=None) -> None:
     print()
     print((args.out / "bench.md").read_text())
     options = list(tables["scoring"]["option"]) if not tables["scoring"].empty else []
-    written = ["bench.csv", "bench.md", "costs.json"] + (["scoring.csv"] if options else [])
+    written = ["bench.csv", "bench.md", "costs.json"] + (["scoring.csv"] if not tables["scoring"].empty else [])
     print(f"written in {args.out}: " + ", ".join(written + [f"costs_{o}.json" for o in options]))
 
 

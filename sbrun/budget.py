@@ -5,7 +5,8 @@
 - seconds: training time (evaluation excluded);
 - work: (selection forwards * cost_select + backprops * cost_train) / (N * cost_train): a
   machine-independent, deterministic measure of compute in Traditional-epoch equivalents, like
-  Kaddour et al.'s reference system time.
+  Kaddour et al.'s reference system time. With a proxy scorer (cost ratio r), the selection
+  forwards cost r * cost_select each and the proxy's own training examples r * cost_train.
 
 Without `budget.amount` a run lasts `epochs` epochs. Every counter except seconds is a host
 integer known without syncing the device, so budget checks cost nothing and a resumed run
@@ -13,10 +14,12 @@ crosses the budget at exactly the same step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from .config import PAPER_COST_SELECT, PAPER_COST_TRAIN, BudgetConfig, ConfigError
 
@@ -25,6 +28,9 @@ from .config import PAPER_COST_SELECT, PAPER_COST_TRAIN, BudgetConfig, ConfigErr
 class Costs:
     select: float      # one scoring (selection) forward, per example
     train: float       # one training forward + backward + step, per example
+    # With a proxy scorer (scoring.proxy): its scoring forward and its training step, per example
+    proxy_select: Optional[float] = None
+    proxy_train: Optional[float] = None
 
 
 def read_costs(cfg: BudgetConfig) -> Costs:
@@ -41,8 +47,22 @@ def read_costs(cfg: BudgetConfig) -> Costs:
                  cfg.cost_train if cfg.cost_train is not None else train)
 
 
+def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool) -> tuple[Costs, str]:
+    """`costs` with the proxy's, and where they came from: measured (the proxy_f_sel and proxy_fb
+    of a costs.json that `sbrun-bench --proxy` wrote), else `ratio` times the main model's; an
+    `explicit` ratio (scoring.proxy.cost) wins over a measurement."""
+    if cfg.costs and not explicit:
+        measured = json.loads(Path(cfg.costs).read_text())
+        if "proxy_f_sel" in measured and "proxy_fb" in measured:
+            # in the file's units, rescaled to the run's (budget.cost_select / cost_train may override them)
+            return dataclasses.replace(costs, proxy_select=costs.select * measured["proxy_f_sel"] / measured["f_sel"],
+                                       proxy_train=costs.train * measured["proxy_fb"] / measured["fb"]), "budget.costs"
+    return (dataclasses.replace(costs, proxy_select=ratio * costs.select, proxy_train=ratio * costs.train),
+            "scoring.proxy.cost" if explicit else "multiply-adds")
+
+
 # What a costs.json records about the setup it was measured on, compared with the run that reads it.
-COSTS_SETUP = ("dataset", "model", "model_kwargs", "image_size", "channels", "precision", "scoring")
+COSTS_SETUP = ("dataset", "model", "model_kwargs", "image_size", "channels", "precision", "scoring", "proxy")
 
 
 def costs_mismatch(measured: dict, run: dict) -> str:
@@ -60,6 +80,7 @@ class Usage:
     backprops: int = 0
     seconds: float = 0.0
     extra_work: float = 0.0        # work outside the main loop (RHO's irreducible-loss model), in work units
+    proxy_backprops: int = 0       # examples the proxy scorer trained on (scoring.proxy)
 
 
 @dataclass(frozen=True)
@@ -79,6 +100,9 @@ class Meter:
 
     def work(self, u: Usage) -> float:
         c = self.costs
+        if c.proxy_select is not None:     # every scoring forward ran on the proxy, which trains too
+            spent = u.select_forwards * c.proxy_select + u.proxy_backprops * c.proxy_train + u.backprops * c.train
+            return spent / (self.n_train * c.train) + u.extra_work
         return (u.select_forwards * c.select + u.backprops * c.train) / (self.n_train * c.train) + u.extra_work
 
     def used(self, u: Usage) -> float:

@@ -17,9 +17,9 @@ import torch.nn as nn
 from hydra.utils import instantiate
 
 from . import records
-from .budget import Meter
+from .budget import Meter, proxy_costs
 from .components import injectable, resolve_target
-from .config import Config, ConfigError, DatasetConfig, OptimConfig
+from .config import Config, ConfigError, DatasetConfig, ModelConfig, OptimConfig
 from .data import DataError, ImageSet, TrainTest, corrupt_labels
 from .data.check import as_train_test, check_subsets, data_source, describe
 from .data.noise import subset
@@ -27,6 +27,7 @@ from .data.split import hold_out
 from .data.stream import Augmenter, LoaderStream, TensorStream, fits_on_device
 from .distributed import Collective
 from .messages import one_line
+from .proxy import Proxy, build_proxy
 from .samplers import Sampler, SamplerEnv
 from .schedule import lr_drop_epochs
 from .seeding import derive_seed, seed_globals
@@ -73,6 +74,7 @@ class Parts:
     effective: Dict[str, Any]  # settings as they actually applied (recorded in summary.json)
     overrides: List[str] = field(default_factory=list)
     compiled: Dict[str, Any] = field(default_factory=dict)
+    proxy: Optional[Proxy] = None   # scoring.proxy: runs every scoring forward in place of `model`
     prepared: Dict[str, float] = field(default_factory=dict)   # the sampler's first phase (summary.json)
     bar_disabled: Optional[bool] = None
     compile_warmup_s: float = 0.0
@@ -111,12 +113,15 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     data = data if data is not None else load_data(cfg, device)
     spec = data.spec
     model = build_model(cfg, spec)
+    proxy = build_proxy(cfg, spec, model, instantiate_model)
     if cfg.scoring.scale < 1 and cfg.sampler.scores:
-        check_scaled_input(model, spec, cfg)
+        check_scaled_input(model if proxy is None else proxy.model, spec, cfg)
     model = model.to(device)
     conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     memory_format = torch.channels_last if conv and cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    if proxy is not None:
+        proxy.model.to(device=device, memory_format=memory_format)
 
     use_tensor = cfg.data_path == "tensor" or (
         cfg.data_path == "auto" and fits_on_device(data.train, data.test, device=device))
@@ -128,6 +133,10 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
 
     local_batch = dist.local_size(cfg.batch_size)
     meter = Meter.of(cfg.budget, cfg.epochs, len(data.train))
+    charged_by = None
+    if proxy is not None:      # its scoring forwards and its training are charged at its own cost
+        costs, charged_by = proxy_costs(cfg.budget, meter.costs, proxy.cost, cfg.scoring.proxy.cost is not None)
+        meter = dataclasses.replace(meter, costs=costs)
     env = SamplerEnv(n_train=len(data.train), batch_size=local_batch, device=device, seed=cfg.seed,
                      epochs=cfg.epochs, lr_milestones=lr_drop_epochs(cfg.schedule, cfg.epochs), run_dir=run_dir)
     sampler = cfg.sampler.make(env)
@@ -136,6 +145,9 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     effective = {"precision": cfg.precision, "channels_last": memory_format == torch.channels_last,
                  "data_path": "tensor" if use_tensor else "loader", "device": str(device),
                  "scoring_precision": "bf16" if bf16 or cfg.scoring.precision == "bf16" else "fp32"}
+    if proxy is not None:     # its multiply-add (or given) ratio, and what work charges per example
+        effective.update(proxy_cost=proxy.cost, proxy_cost_select=meter.costs.proxy_select,
+                         proxy_cost_train=meter.costs.proxy_train, proxy_cost_from=charged_by)
     parts = Parts(
         cfg=cfg, run_dir=Path(run_dir), device=device, dist=dist, data=data, stream=stream, test_set=test_set,
         val_set=val_set, test_aug=Augmenter(spec, device), model=model, net=net,
@@ -145,13 +157,19 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
         chunk=sampler.chunk_size(dist.local_size(cfg.select_size)),
         input_shape=(spec.channels, spec.image_size, spec.image_size), timer=PhaseTimer(device),
         environment=records.environment(device), effective=effective, overrides=list(overrides),
+        proxy=proxy,
         bar_disabled=True if dist.rank != 0 or cfg.progress == "off" else (None if cfg.progress == "auto" else False))
     # With compile=true, full training batches and full selection chunks run compiled graphs of one
     # fixed shape each (built by the warm-up); odd-sized batches and evaluation run eagerly, so
     # nothing recompiles inside a timed epoch.
     if cfg.compile:
-        parts.compiled = {"train": torch.compile(net), "select": torch.compile(model)}
+        parts.compiled = {"train": torch.compile(net), "select": torch.compile(scorer(parts))}
     return parts
+
+
+def scorer(p) -> nn.Module:
+    """The network of every scoring forward: the proxy when there is one, else the main model."""
+    return p.model if p.proxy is None else p.proxy.model
 
 
 def eval_grid(cfg: Config, meter: Meter) -> Optional[Meter]:
@@ -248,18 +266,22 @@ def resolved_spec(ds: DatasetConfig, meta: Dict[str, Any], source: str = "") -> 
 # --- model ---------------------------------------------------------------------------------------
 
 def build_model(cfg: Config, spec: DatasetConfig) -> nn.Module:
-    """Instantiate `model._target_` with its keys plus num_classes, in_channels and image_size
-    where its signature takes them, and check that it maps a batch to (N, num_classes) logits."""
-    m = cfg.model
+    return instantiate_model(cfg.model, spec)
+
+
+def instantiate_model(m: ModelConfig, spec: DatasetConfig, key: str = "model") -> nn.Module:
+    """Instantiate `m`'s `_target_` (the run's `key`: model, or scoring.proxy.model) with its keys
+    plus num_classes, in_channels and image_size where its signature takes them, and check that it
+    maps a batch to (N, num_classes) logits."""
     offered = {"num_classes": spec.num_classes, "in_channels": spec.channels, "image_size": spec.image_size}
     model = instantiate_target(
-        m.target, "model._target_", m.kwargs, offered, (ConfigError,),
-        lambda cause: ConfigError(f"model._target_={m.target} rejected its arguments ({type(cause).__name__}: "
+        m.target, f"{key}._target_", m.kwargs, offered, (ConfigError,),
+        lambda cause: ConfigError(f"{key}._target_={m.target} rejected its arguments ({type(cause).__name__}: "
                                   f"{one_line(cause, lines=None, limit=160)}); allowed: the parameters its "
                                   f"signature takes"))
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"model._target_={m.target} returned a {type(model).__name__}; allowed: a torch.nn.Module")
-    check_output(model, spec, m.target)
+        raise ConfigError(f"{key}._target_={m.target} returned a {type(model).__name__}; allowed: a torch.nn.Module")
+    check_output(model, spec, m.target, key=key)
     return model
 
 
@@ -276,7 +298,8 @@ def check_scaled_input(model: nn.Module, spec: DatasetConfig, cfg: Config) -> No
                           f"(e.g. convolutional with adaptive pooling)") from None
 
 
-def check_output(model: nn.Module, spec: DatasetConfig, target: str, side: Optional[int] = None) -> None:
+def check_output(model: nn.Module, spec: DatasetConfig, target: str, side: Optional[int] = None,
+                 key: str = "model") -> None:
     """One forward of two blank images in eval mode (no state changes): logits must be (2, K)."""
     side = side or spec.image_size
     x = torch.zeros(2, spec.channels, side, side)
@@ -286,12 +309,12 @@ def check_output(model: nn.Module, spec: DatasetConfig, target: str, side: Optio
         with torch.no_grad():
             out = model(x)
     except Exception as err:
-        raise ConfigError(f"model._target_={target} cannot take ({spec.channels}, {side}, {side}) images "
+        raise ConfigError(f"{key}._target_={target} cannot take ({spec.channels}, {side}, {side}) images "
                           f"({type(err).__name__}: {one_line(err, lines=None, limit=160)}); "
                           f"allowed: a model for the dataset's image shape") from None
     finally:
         model.train(was_training)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
     if shape != (2, spec.num_classes):
-        raise ConfigError(f"model._target_={target} outputs {shape} for a batch of 2; allowed: logits of shape "
+        raise ConfigError(f"{key}._target_={target} outputs {shape} for a batch of 2; allowed: logits of shape "
                           f"(N, num_classes) = (2, {spec.num_classes})")

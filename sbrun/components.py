@@ -142,11 +142,12 @@ def strip_inherited(group: str, node: Dict[str, Any]) -> Dict[str, Any]:
             or (isinstance(v, str) and "${" in v)}
 
 
-def model_config(node: Dict[str, Any]) -> ModelConfig:
-    target, kwargs = _split_target(node, "model")
+def model_config(node: Dict[str, Any], group: str = "model") -> ModelConfig:
+    """A model node (`group`: where it sits, model or scoring.proxy.model) as a ModelConfig."""
+    target, kwargs = _split_target(node, group)
     name = kwargs.pop("name", None) or str(target).rsplit(".", 1)[-1]
-    fn = resolve_target(target, "model._target_")
-    check_kwargs(fn, kwargs, "model", target, MODEL_INJECTED)
+    fn = resolve_target(target, f"{group}._target_")
+    check_kwargs(fn, kwargs, group, target, MODEL_INJECTED)
     return ModelConfig(name=str(name), target=target, kwargs=kwargs)
 
 

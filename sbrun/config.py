@@ -257,10 +257,49 @@ class EvalConfig:
 
 
 @dataclass
+class ProxyConfig:
+    """A smaller network that runs every scoring forward in place of the main model and trains
+    online on the examples selected (airbench96_faster's proxy; README, Proxy scoring). Off unless
+    width_factor or model._target_ is given. Its optimizer is SGD with the main run's settings and
+    learning-rate schedule unless lr/momentum/weight_decay are set (the reference's proxy uses the
+    main net's optimizer hyperparameters and schedule)."""
+    width_factor: Optional[float] = doc("the main model rebuilt at this times its `width` (null: no proxy)", None)
+    model: Dict[str, Any] = doc("any model as the proxy: scoring.proxy.model._target_=pkg.Net, its keys with "
+                                "+scoring.proxy.model.KEY=V", factory=lambda: {"_target_": None})
+    train_every: int = doc("the proxy trains on every k-th scored chunk (the reference: 4)", 4)
+    lr: Optional[float] = doc("the proxy's base lr, scaled by the run's schedule (null: optim.lr)", None)
+    momentum: Optional[float] = doc("the proxy's SGD momentum (null: optim.momentum)", None)
+    weight_decay: Optional[float] = doc("the proxy's weight decay (null: optim.weight_decay)", None)
+    cost: Optional[float] = doc("its per-example cost relative to the main model, charged in work (null: "
+                                "budget.costs' measured proxy costs, else their ratio of multiply-adds)", None)
+
+    def __post_init__(self) -> None:
+        check(self.width_factor is None or self.width_factor > 0, "scoring.proxy.width_factor", self.width_factor,
+              "null (no proxy) or a number > 0")
+        target = self.model.get("_target_")
+        check(self.width_factor is None or target is None, "scoring.proxy.model._target_", target,
+              "null when scoring.proxy.width_factor is set (one proxy: a width factor or a model)")
+        check(target is not None or set(self.model) <= {"_target_"}, "scoring.proxy.model._target_", target,
+              "a model's dotted path when scoring.proxy.model has keys, e.g. scoring.proxy.model._target_=pkg.Net")
+        check(self.train_every >= 1, "scoring.proxy.train_every", self.train_every, "an integer >= 1")
+        check(self.lr is None or self.lr > 0, "scoring.proxy.lr", self.lr, "null or a number > 0")
+        check(self.momentum is None or 0.0 <= self.momentum < 1.0, "scoring.proxy.momentum", self.momentum,
+              "null or a number in [0, 1)")
+        check(self.weight_decay is None or self.weight_decay >= 0, "scoring.proxy.weight_decay",
+              self.weight_decay, "null or a number >= 0")
+        check(self.cost is None or self.cost > 0, "scoring.proxy.cost", self.cost, "null or a number > 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.width_factor is not None or self.model.get("_target_") is not None
+
+
+@dataclass
 class ScoringConfig:
     """The scoring (selection) forward of loss-based samplers; cheaper scoring lowers their cost."""
     scale: float = doc("downsample the scoring input by this factor (Composer's scale_factor)", 1.0)
     precision: str = doc("fp32 | bf16 (autocast on CPU and CUDA)", "fp32")
+    proxy: ProxyConfig = doc("a proxy network that scores in place of the main model", factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         check(0.0 < self.scale <= 1.0, "scoring.scale", self.scale, "a number in (0, 1]")
@@ -433,6 +472,8 @@ def to_dict(cfg: Config) -> dict:
     out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
     for key in ("optim", "schedule", "budget", "scoring", "eval", "checkpoint"):
         out[key] = dataclasses.asdict(out[key])
+    if not cfg.scoring.proxy.enabled:      # a run without a proxy records what it recorded before there was one
+        del out["scoring"]["proxy"]
     out["dataset"] = cfg.dataset.node()
     out["model"] = cfg.model.node()
     out["sampler"] = cfg.sampler.node()

@@ -174,6 +174,7 @@ def warmup_compile(p, run: RunState) -> None:
         return
     t0 = time.perf_counter()
     saved = {k: v.clone() for k, v in p.model.state_dict().items()}
+    proxy = None if p.proxy is None else {k: v.clone() for k, v in p.proxy.model.state_dict().items()}
     p.stream.start_epoch(-1)
     x, y = next(iter(p.stream.chunks(max(p.chunk, p.local_batch)))).images()
     p.net.train()
@@ -181,6 +182,8 @@ def warmup_compile(p, run: RunState) -> None:
     p.optimizer.zero_grad(set_to_none=True)
     score(p, x[:p.chunk], y[:p.chunk])
     p.model.load_state_dict(saved)
+    if proxy is not None:
+        p.proxy.model.load_state_dict(proxy)
     if p.device.type == "cuda":
         torch.cuda.synchronize(p.device)
     p.compile_warmup_s = time.perf_counter() - t0

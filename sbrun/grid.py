@@ -11,6 +11,7 @@ run writes the same rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Dict
 
@@ -32,7 +33,7 @@ def evaluate_now(p, run: RunState, ep: EpochState, u: Usage, hooks) -> None:
         ep.phases[k] = ep.phases.get(k, 0.0) + v
     fold(p, run, ep, ep.phases, u.epochs - run.epoch)
     seconds = run.totals["train_time"] + ep.phases["total"]
-    write_row(p, run, Usage(u.epochs, u.select_forwards, u.backprops, seconds, u.extra_work),
+    write_row(p, run, dataclasses.replace(u, seconds=seconds),
               int(run.totals["steps"]) + ep.steps, hooks)
     p.timer.start_epoch()
 

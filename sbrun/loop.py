@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import grid
+from . import grid, proxy
 from .budget import Usage
+from .build import scorer
 from .config import ConfigError
 from .hooks import Hooks, StepInfo
 from .queue import Step
@@ -131,7 +132,8 @@ def usage(p, run: RunState, ep: EpochState, extra_backprops: int = 0, in_chunk: 
         seconds += ep.step_s     # a step's expected duration: the last one's
     return Usage(epochs=run.epoch + pos, select_forwards=int(run.totals["select_forwards"]) + ep.select_forwards,
                  backprops=int(run.totals["backprops"]) + ep.global_backprops + extra_backprops,
-                 seconds=seconds, extra_work=run.totals["extra_work"])
+                 seconds=seconds, extra_work=run.totals["extra_work"],
+                 proxy_backprops=int(run.totals["proxy_backprops"]) + ep.proxy_backprops)
 
 
 def set_lr(p, run: RunState, ep: EpochState, after: Usage) -> None:
@@ -177,6 +179,10 @@ def train_chunk(p, run: RunState, ep: EpochState, chunk, hooks: Hooks) -> bool:
     info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run, ep))])
     if need in (Need.FRESH, Need.CHARGED):
         ep.select_forwards += sum(r[1] for r in info)
+    if need is Need.FRESH and p.proxy is not None and p.proxy.next_chunk_trains():
+        # the proxy learns from the examples selected (airbench96_faster's top half of each batch)
+        proxy.train_step(p.proxy, x, y, run.lr * p.proxy.lr_scale, t, p.autocast)
+        ep.proxy_backprops += sum(r[0] for r in info)
     ep.queue.push(idx, x, y, sel.weight, [r[0] for r in info])
     cap, taken = p.sampler.steps_per_chunk, 0
     while (cap is None or taken < cap) and (step := ep.queue.pop()) is not None:
@@ -228,9 +234,9 @@ def train_step(p, run: RunState, ep: EpochState, step: Step, hooks: Hooks) -> bo
 
 
 def forward(p, kind: str, x: torch.Tensor) -> torch.Tensor:
-    """Logits of the training ("train") or scoring ("select") network; full-size batches run the
-    compiled graph when compile=true."""
-    net = p.net if kind == "train" else p.model
+    """Logits of the training ("train") or scoring ("select": the proxy, if any) network; full-size
+    batches run the compiled graph when compile=true."""
+    net = p.net if kind == "train" else scorer(p)
     full = p.local_batch if kind == "train" else p.chunk
     if kind in p.compiled and x.shape[0] == full:
         net = p.compiled[kind]
@@ -249,9 +255,9 @@ def scoring_logits(p, x: torch.Tensor) -> torch.Tensor:
     """A scoring forward without gradients: in eval mode (the SB authors), or in train mode
     (`selection_forward=train`, Composer, RHO-LOSS, KAKURENBO), where batch-norm running
     statistics update on every scored example and dropout is on; at `scoring.scale` and
-    `scoring.precision`."""
+    `scoring.precision`; on the proxy (`scoring.proxy`) when there is one."""
     train_mode = p.cfg.selection_forward == "train"
-    p.model.train(train_mode)
+    scorer(p).train(train_mode)
     with (torch.no_grad() if train_mode else torch.inference_mode()):
         return forward(p, "select", downsample(x, p.cfg.scoring.scale))
 

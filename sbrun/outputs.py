@@ -14,6 +14,8 @@ import torch
 from . import records
 from .budget import Usage
 from .config import to_dict
+from .proxy import PHASES as PROXY_PHASES
+from .proxy import proxy_label
 from .state import EpochState, RunState
 from .timing import PHASES
 
@@ -31,7 +33,7 @@ def epoch_row(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra:
     walked = ep.chunk / max(ep.n_chunks, 1)         # 1 for a complete epoch
     u = Usage(epochs=run.epoch + walked, select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
               backprops=int(tot["backprops"]) + ep.global_backprops, seconds=tot["train_time"] + phases["total"],
-              extra_work=tot["extra_work"])
+              extra_work=tot["extra_work"], proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops)
     return metrics_row(p, run, u, ep.epoch + 1, int(tot["steps"]) + ep.steps, epoch_counters(p, ep, phases, walked),
                        scores, extra, wall_time)
 
@@ -47,7 +49,7 @@ def epoch_counters(p, ep: EpochState, phases: Dict[str, float], walked: float) -
 
 
 # The keys of epoch_counters (PhaseTimer.end_epoch's phases plus the reduced counters).
-INTERVAL_KEYS = ("loss_sum", "mislabeled", "counted", "backprops", "epochs", *PHASES, "other", "total")
+INTERVAL_KEYS = ("loss_sum", "mislabeled", "counted", "backprops", "epochs", *PHASES, *PROXY_PHASES, "other", "total")
 
 
 def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: Dict[str, float],
@@ -78,6 +80,9 @@ def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: 
         "time_data_s": interval["data"],
         "time_bookkeeping_s": interval["bookkeeping"],
     }
+    if p.proxy is not None:     # only then: a run without a proxy writes the columns it always did
+        row.update(proxy_backprops=u.proxy_backprops, time_proxy_fwd_s=interval.get("proxy_fwd", 0.0),
+                   time_proxy_bwd_s=interval.get("proxy_bwd", 0.0))
     row.update(extra)
     return row
 
@@ -101,6 +106,7 @@ def fold_epoch(run: RunState, ep: EpochState, phases: Dict[str, float], wall_tim
     tot = run.totals
     tot.update(select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
                backprops=int(tot["backprops"]) + ep.global_backprops, steps=int(tot["steps"]) + ep.steps,
+               proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops,
                train_time=tot["train_time"] + phases["total"], wall_time=wall_time)
     run.epoch = ep.epoch + 1
 
@@ -139,6 +145,8 @@ def run_params(cfg) -> Dict:
             # the scoring forward's cost options, like selection_forward, where the sampler scores
             "scoring_scale": cfg.scoring.scale if cfg.sampler.scores else None,
             "scoring_precision": cfg.scoring.precision if cfg.sampler.scores else None,
+            # a proxy scorer makes its own configuration (a run without one records no such key)
+            **({"scoring_proxy": proxy_label(cfg.scoring.proxy)} if cfg.scoring.proxy.enabled else {}),
             # the evaluation grid, where one is set (rows at equal compute points)
             "eval_every": cfg.eval.every, "eval_unit": cfg.eval.unit if cfg.eval.every is not None else None,
             # the validation split, where a run holds one out (it is part of what the run computes)

@@ -24,6 +24,7 @@ from .data import DataError
 from .distributed import Collective, local_rank
 from .fit import StopRequested, fit
 from .hooks import Hooks, merged
+from .proxy import proxy_setup
 
 log = logging.getLogger("sbrun")
 
@@ -122,6 +123,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         attach_trackers(parts, hooks, resumed=latest is not None)
         if main and (note := costs_note(parts)):
             log.warning("%s", note)
+        if main and (note := proxy_note(parts)):
+            log.warning("%s", note)
         hooks.on_epoch.append(training_notes(parts, run))
         return fit(parts, run, ep, hooks)
     except StopRequested:
@@ -162,10 +165,23 @@ def costs_note(parts) -> Optional[str]:
             "image_size": parts.data.spec.image_size, "channels": parts.data.spec.channels,
             "precision": parts.effective["precision"],
             "scoring": {"scale": cfg.scoring.scale, "precision": parts.effective["scoring_precision"]}}
+    if parts.proxy is not None:
+        here["proxy"] = proxy_setup(cfg.scoring.proxy)
     differs = costs_mismatch(measured, here)
     return (f"warning: budget.costs={cfg.budget.costs} was measured on another setup ({differs}); its cost ratio "
             f"may not hold for this run: measure this one with sbrun-bench, or give budget.cost_select and "
             f"budget.cost_train") if differs else None
+
+
+def proxy_note(parts) -> Optional[str]:
+    """One line when a work budget charges a proxy scorer its multiply-add ratio, which small
+    networks on a CPU do not reach in time (README, Proxy scoring)."""
+    e = parts.effective
+    if parts.cfg.budget.unit != "work" or e.get("proxy_cost_from") != "multiply-adds":
+        return None
+    return (f"note: work charges the proxy scorer its multiply-add ratio ({e['proxy_cost']:.3g}x the main model); "
+            f"a small network may cost more than that in time: measure it with `sbrun-bench --proxy F` and give "
+            f"budget.costs=<out>/costs_proxy.json")
 
 
 # A training loss this many times its first epoch's value reads as divergence.

@@ -18,7 +18,7 @@ from .queue import BackpropQueue
 from .seeding import global_rng_state, set_global_rng_state
 
 FORMAT = 2
-TOTALS = ("select_forwards", "backprops", "steps", "train_time", "wall_time", "extra_work")
+TOTALS = ("select_forwards", "backprops", "steps", "train_time", "wall_time", "extra_work", "proxy_backprops")
 
 
 @dataclass
@@ -61,6 +61,7 @@ class EpochState:
     backprops: int = 0
     global_backprops: int = 0       # (all)
     select_forwards: int = 0        # (all)
+    proxy_backprops: int = 0        # (all) examples the proxy scorer trained on
     steps: int = 0                  # (all: every rank takes part in every step)
     phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume or a grid evaluation
     visit: Optional[torch.Tensor] = None                     # the sampler's pass-through mask
@@ -79,7 +80,8 @@ class EpochState:
                    nonfinite=torch.zeros((), dtype=torch.bool, device=device))
 
     def shared(self) -> dict:
-        keep = ("epoch", "chunk", "n_chunks", "global_backprops", "select_forwards", "steps", "phases", "mark")
+        keep = ("epoch", "chunk", "n_chunks", "global_backprops", "select_forwards", "proxy_backprops", "steps",
+                "phases", "mark")
         return {k: getattr(self, k) for k in keep}
 
     def local(self) -> dict:
@@ -95,6 +97,8 @@ def save(p, run: RunState, ep: EpochState, mid: bool) -> None:
              "epoch": ep.local() if mid else None,
              # a queue carried into the next epoch (sampler.epoch_end=carry) is part of the state too
              "carried": ep.queue.state_dict() if not mid and len(ep.queue) else None}
+    if p.proxy is not None:         # each rank's own: under DDP every rank's proxy trains on its share
+        local["proxy"] = p.proxy.state_dict()
     ranks = p.dist.gather_state(local)
     if p.dist.rank != 0:
         return
@@ -141,6 +145,8 @@ def restore(p, payload: dict) -> Tuple[RunState, Optional[EpochState]]:
     p.optimizer.load_state_dict(payload["optimizer"])
     local = p.dist.scatter_state(payload["ranks"])
     p.sampler.load_state_dict(local["sampler"])
+    if p.proxy is not None:
+        p.proxy.load_state_dict(local["proxy"])
     shared = payload["run"]
     run = RunState(local["last_loss"].to(p.device), local["counts"].to(p.device), epoch=int(shared["epoch"]),
                    totals={**{k: 0.0 for k in TOTALS}, **shared["totals"]}, snapshots=dict(shared["snapshots"]),

@@ -63,6 +63,8 @@ class PhaseTimer:
             total = time.perf_counter() - self._t0
         self._t0 = None
         out = {p: float(self._totals.get(p, 0.0)) for p in PHASES}
+        # phases only some runs have (the proxy scorer's), present only where they ran
+        out.update({p: float(v) for p, v in self._totals.items() if p not in out})
         out["other"] = max(0.0, total - sum(out.values()))
         out["total"] = total
         return out
