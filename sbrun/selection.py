@@ -7,7 +7,7 @@ loss window that `sbrun sampler=sb` runs. Usage (losses are per-example, `reduct
     batcher = sbrun.KeptBatches(batch_size=128)
     keep = sel.select(losses)                        # bool mask, one entry per loss
     batcher.add(x[keep], y[keep])
-    for xb, yb in batcher.full(): train_step(xb, yb)  # and batcher.flush() at epoch end
+    for xb, yb in batcher.full(): train_step(xb, yb)  # the rest waits, across epoch ends too
 
 Selection itself never synchronises with the host (sizes come from tensor shapes); indexing
 `x[keep]` does, as any variable-size selection must.
@@ -197,7 +197,9 @@ class KeptBatches:
         batcher.add(x[keep], y[keep])               # any number of examples, order kept
         for xb, yb in batcher.full():               # only full batches; the rest waits
             train_step(xb, yb)
-        rest = batcher.flush()                      # epoch end: the partial batch, or None
+        rest = batcher.flush()                      # what waits as one smaller batch, or None; the
+                                                    # runner never steps on it (a tiny full-lr step
+                                                    # on high-loss examples can undo an epoch)
 
     With `add(x, y, index=idx)` every batch is `(x, y, index)` instead, so a loop can count how
     often each example was trained on. Either give an index on every add or on none.
