@@ -14,6 +14,7 @@ DATA_DIR=${DATA_DIR:-../shared/data}
 SUBSET=${SUBSET:-5000}
 NOISES=${NOISES:-"0 0.2"}
 PY=${PY:-$(test -x .venv/bin/python && echo .venv/bin/python || echo python)}
+SBRUN_COMPARE=${SBRUN_COMPARE:-"$PY -m sbrun.compare"}
 METHODS=(traditional sb stale_sb sb_random infobatch rs2)   # sb_random: the SB-matched random control
 COSTS=results/studies/compare/costs.json   # measured once, shared by both conditions
 
@@ -21,9 +22,10 @@ for noise in $NOISES; do
     name=verdicts_noise$noise
     t0=$SECONDS
     if [ -f "$COSTS" ]; then costs=$COSTS; else costs=measure; fi
-    "$PY" -m sbrun.compare "$name" --methods "${METHODS[@]}" --budgets 2 3 4 8 --seeds 0 1 2 3 4 \
+    $SBRUN_COMPARE "$name" --methods "${METHODS[@]}" --budgets 2 3 4 8 --seeds 0 1 2 3 4 \
         --lrs 0.01 0.02 0.05 --tune-budget 4 --tune-seeds 0 1 2 --costs "$costs" --out-dir results/studies -- \
         dataset=mnist "data_dir=$DATA_DIR" "dataset.subset=$SUBSET" model=cnn model.width=16 "label_noise=$noise"
-    [ -f "$COSTS" ] || cp "results/studies/compare/$name/costs.json" "$COSTS"
+    measured=results/studies/compare/$name/costs.json
+    if [ ! -f "$COSTS" ] && [ -f "$measured" ]; then cp "$measured" "$COSTS"; fi
     echo "== $name done in $((SECONDS - t0)) s"
 done
