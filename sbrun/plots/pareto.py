@@ -8,6 +8,7 @@ from typing import List, Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from . import stats, style
 
@@ -36,6 +37,7 @@ def pareto(finals: pd.DataFrame, stem: Path, baseline: str, formats: Sequence[st
     ax.set_xscale("log")
     ax.set_xticks(sorted(finals["budget_amount"].unique()))
     ax.get_xaxis().set_major_formatter(lambda v, _: f"{v:g}")
+    ax.get_xaxis().set_minor_formatter(NullFormatter())     # only the budgets are labelled
     ax.set_xlabel("work budget (Traditional-epoch equivalents)")
     ax.set_ylabel("final test error (%)")
     note = "; lower bounds clipped at 0" if clipped else ""
