@@ -277,6 +277,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except SweepStopped as err:
         print(f"sbrun-compare: {err}", file=sys.stderr)
         sys.exit(STOPPED)
+    except ValueError as err:       # the runs cannot answer (e.g. the baseline has no finished run)
+        print(f"sbrun-compare: error: {err}", file=sys.stderr)
+        sys.exit(FAILED)
     print(path.read_text())
     print(f"written: {path.parent}")
 
