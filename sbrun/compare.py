@@ -191,8 +191,6 @@ def compare(pr: Protocol) -> Path:
     for job in final_jobs(pr, choice):
         run_sweep(base + job)
     runs = load_runs(pr, base)
-    if not pr.tuned_per_budget:
-        choice = choice.drop(columns=[verdict.BUDGET], errors="ignore")
     chosen = verdict.at_chosen_lr(verdict.last_rows(runs), choice)
     return write_report(pr, runs, chosen, choice, costs)
 
