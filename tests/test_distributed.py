@@ -1,6 +1,7 @@
 """Multi-process runs (2 ranks, gloo on CPU) and local parallel sweeps."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,13 @@ def test_pruning_samplers_keep_both_ranks_in_lockstep(tmp_path):
     for sampler in ("kakurenbo", "infobatch"):
         res = torchrun("-m", "sbrun", *args, f"sampler={sampler}", f"out_dir={tmp_path}", f"name={sampler}",
                        timeout=180)
+        if res.returncode != 0 and "exitcode: -6" in res.stderr:
+            # A rank aborting (SIGABRT) after its last epoch was seen in about 1 of 6 runs on a 2-core
+            # VM (a gloo teardown race, not yet understood; noted on issue 21). A hang or a mismatch,
+            # what this test is for, fails either way; one fresh retry keeps the flake out of CI.
+            shutil.rmtree(tmp_path / "runs" / sampler, ignore_errors=True)
+            res = torchrun("-m", "sbrun", *args, f"sampler={sampler}", f"out_dir={tmp_path}", f"name={sampler}",
+                           timeout=180)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         df = pd.read_csv(tmp_path / "runs" / sampler / "metrics.csv")
         assert list(df["epoch"]) == [1, 2, 3] and df["backprop_frac"].iloc[1:].min() < 1.0   # InfoBatch: epoch 2 only
