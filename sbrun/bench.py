@@ -197,6 +197,22 @@ def measure_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:
     return {**costs, "unit": "seconds per example", "cost_reps": reps, **where}
 
 
+def measure_proxy_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:
+    """A proxy scorer's per-example costs (proxy_f_sel, proxy_fb) beside the main model's f_sel and
+    fb timed in the same probe, for a costs.json `proxies` entry (budget.measured_proxy charges
+    their ratios). `overrides` compose to a run with scoring.proxy set (e.g. sampler=sb_proxy)."""
+    cfg = compose_configs({"probe": list(overrides)})["probe"]
+    if cfg.scoring.proxy.width_factor is None and cfg.scoring.proxy.model.get("_target_") is None:
+        raise ConfigError(f"{' '.join(overrides)} sets no scoring.proxy; allowed: overrides with a proxy scorer")
+    main = measure_costs([*overrides, "scoring.proxy.width_factor=null", "scoring.proxy.model._target_=null"], reps)
+    with tempfile.TemporaryDirectory() as tmp:
+        q = build(cfg, Path(tmp) / "probe", resolve_device(cfg.device))
+        x, y = scoring_batch(q)
+        f_sel(q, x, y, 2)
+        timed = {"proxy_f_sel": f_sel(q, x, y, reps), "proxy_fb": proxy_f_b(q, x[:q.local_batch], y[:q.local_batch], reps)}
+    return {"proxy": proxy_setup(cfg.scoring.proxy), **timed, "f_sel": main["f_sel"], "fb": main["fb"]}
+
+
 class CostProbe:
     """f_sel, f+b and each scoring option's f_sel, timed on one fixed chunk once per round (so
     they see the same load as the round's epochs); the tables use the medians over rounds."""

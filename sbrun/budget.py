@@ -47,18 +47,30 @@ def read_costs(cfg: BudgetConfig) -> Costs:
                  cfg.cost_train if cfg.cost_train is not None else train)
 
 
-def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool) -> tuple[Costs, str]:
-    """`costs` with the proxy's, and where they came from: measured (the proxy_f_sel and proxy_fb
-    of a costs.json that `sbrun-bench --proxy` wrote), else `ratio` times the main model's; an
-    `explicit` ratio (scoring.proxy.cost) wins over a measurement."""
+def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool,
+                setup: Optional[dict] = None) -> tuple[Costs, str]:
+    """`costs` with the proxy's, and where they came from: measured (a costs.json with this
+    proxy's timings, see measured_proxy), else `ratio` times the main model's; an `explicit`
+    ratio (scoring.proxy.cost) wins over a measurement."""
     if cfg.costs and not explicit:
-        measured = json.loads(Path(cfg.costs).read_text())
-        if "proxy_f_sel" in measured and "proxy_fb" in measured:
-            # in the file's units, rescaled to the run's (budget.cost_select / cost_train may override them)
-            return dataclasses.replace(costs, proxy_select=costs.select * measured["proxy_f_sel"] / measured["f_sel"],
-                                       proxy_train=costs.train * measured["proxy_fb"] / measured["fb"]), "budget.costs"
+        found = measured_proxy(json.loads(Path(cfg.costs).read_text()), setup)
+        if found is not None:    # ratios of the file's timings, applied to the run's costs
+            return dataclasses.replace(costs, proxy_select=costs.select * found[0],
+                                       proxy_train=costs.train * found[1]), "budget.costs"
     return (dataclasses.replace(costs, proxy_select=ratio * costs.select, proxy_train=ratio * costs.train),
             "scoring.proxy.cost" if explicit else "multiply-adds")
+
+
+def measured_proxy(measured: dict, setup: Optional[dict]) -> Optional[tuple[float, float]]:
+    """The proxy's scoring and training costs as fractions of the main model's f_sel and f+b, from
+    a costs.json: its top level (`sbrun-bench --proxy F` writes proxy_f_sel and proxy_fb beside
+    f_sel and fb) or a `proxies` entry (sbrun-compare adds one per proxy it charges, each with the
+    main model's timings from the same probe). An entry recorded for another proxy is not used."""
+    entries = [*measured.get("proxies", []), *([measured] if "proxy_f_sel" in measured else [])]
+    for e in entries:
+        if "proxy_fb" in e and (setup is None or e.get("proxy", setup) == setup):
+            return e["proxy_f_sel"] / e["f_sel"], e["proxy_fb"] / e["fb"]
+    return None
 
 
 # What a costs.json records about the setup it was measured on, compared with the run that reads it.

@@ -27,7 +27,7 @@ from .data.split import hold_out
 from .data.stream import Augmenter, LoaderStream, TensorStream, fits_on_device
 from .distributed import Collective
 from .messages import one_line
-from .proxy import Proxy, build_proxy
+from .proxy import Proxy, build_proxy, proxy_setup
 from .samplers import Sampler, SamplerEnv
 from .schedule import lr_drop_epochs
 from .seeding import derive_seed, seed_globals
@@ -135,7 +135,8 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     meter = Meter.of(cfg.budget, cfg.epochs, len(data.train))
     charged_by = None
     if proxy is not None:      # its scoring forwards and its training are charged at its own cost
-        costs, charged_by = proxy_costs(cfg.budget, meter.costs, proxy.cost, cfg.scoring.proxy.cost is not None)
+        costs, charged_by = proxy_costs(cfg.budget, meter.costs, proxy.cost, cfg.scoring.proxy.cost is not None,
+                                        proxy_setup(cfg.scoring.proxy))
         meter = dataclasses.replace(meter, costs=costs)
     env = SamplerEnv(n_train=len(data.train), batch_size=local_batch, device=device, seed=cfg.seed,
                      epochs=cfg.epochs, lr_milestones=lr_drop_epochs(cfg.schedule, cfg.epochs), run_dir=run_dir)

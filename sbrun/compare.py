@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import pandas as pd
 from . import verdict
 from .config import OPERATIONAL, ConfigError, key_kind
 from .merge import NoRunsError, merge_runs
+from .records import atomic_write
 
 log = logging.getLogger("sbrun")
 FAILED, BAD_INPUT, STOPPED = 1, 2, 3     # sbrun's exit codes
@@ -55,6 +57,7 @@ class Protocol:
     target_error: Optional[float] = None
     out_dir: Path = Path("results")
     overrides: List[str] = field(default_factory=list)
+    workers: int = 1                      # sweeps run at once (methods split between them)
 
     def __post_init__(self) -> None:
         def need(cond: bool, what: str) -> None:
@@ -73,6 +76,7 @@ class Protocol:
              f"--val-fraction {self.val_fraction} is invalid; allowed: a number in (0, 0.5)")
         need(self.tune_budget is None or self.tune_budget in self.budgets,
              f"--tune-budget {self.tune_budget} is invalid; allowed: 'each' or one of --budgets")
+        need(self.workers >= 1, f"--workers {self.workers} is invalid; allowed: an integer >= 1")
         need(set(self.tune_seeds) <= set(self.seeds),
              f"--tune-seeds {self.tune_seeds} is invalid; allowed: a subset of --seeds")
 
@@ -101,10 +105,12 @@ def common_overrides(pr: Protocol, costs: List[str]) -> List[str]:
 
 
 def tuning_jobs(pr: Protocol) -> List[List[str]]:
-    """One sweep over method x lr at the tuning budget(s) and seeds."""
+    """Sweeps over method x lr at the tuning budget(s) and seeds: one, or one per worker (the
+    methods dealt out in turn)."""
     budgets = pr.budgets if pr.tuned_per_budget else [pr.tune_budget]
-    return [[f"sampler={fmt(pr.methods)}", f"optim.lr={fmt(pr.lrs)}", f"budget.amount={fmt(budgets)}",
-             f"seed={fmt(pr.tune_seeds)}"]]
+    groups = [pr.methods[i::pr.workers] for i in range(min(pr.workers, len(pr.methods)))]
+    return [[f"sampler={fmt(methods)}", f"optim.lr={fmt(pr.lrs)}", f"budget.amount={fmt(budgets)}",
+             f"seed={fmt(pr.tune_seeds)}"] for methods in groups]
 
 
 def final_jobs(pr: Protocol, choice: pd.DataFrame) -> List[List[str]]:
@@ -122,17 +128,28 @@ class SweepStopped(RuntimeError):
     partial results would be wrong, so the protocol stops; re-running the command continues."""
 
 
-def run_sweep(args: List[str]) -> None:
-    """`sbrun --multirun` in a child process (a Hydra launcher from the overrides applies). A
-    job that fails (diverges at a large lr) is a result, not an error (exit 1); bad input (exit
-    2) and a stopped sweep (a signal) end the protocol here."""
-    cmd = [sys.executable, "-m", "sbrun", "--multirun", *args]
-    log.info("sbrun-compare: %s", " ".join(cmd[2:]))
-    code = subprocess.run(cmd).returncode
-    if code == BAD_INPUT:
-        raise ConfigError(f"sbrun refused the sweep (exit 2) for: sbrun {' '.join(cmd[3:])}")
-    if code not in (0, FAILED):
-        raise SweepStopped(f"the sweep stopped (exit {code}); run the same sbrun-compare command again to continue")
+def run_sweeps(sweeps: List[List[str]], workers: int = 1) -> None:
+    """Each `sbrun --multirun` in a child process, `workers` at a time (a Hydra launcher from the
+    overrides applies). A job that fails (diverges at a large lr) is a result, not an error (exit
+    1); bad input (exit 2) and a stopped sweep (a signal) end the protocol here, once every
+    started sweep has ended."""
+    env = dict(os.environ)
+    if workers > 1 and "OMP_NUM_THREADS" not in env:     # the cores split between the workers
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    pending, running, codes = list(sweeps), [], []
+    while pending or running:
+        while pending and len(running) < workers:
+            cmd = [sys.executable, "-m", "sbrun", "--multirun", *pending.pop(0)]
+            log.info("sbrun-compare: %s", " ".join(cmd[2:]))
+            running.append((cmd, subprocess.Popen(cmd, env=env)))
+        cmd, proc = running.pop(0)
+        codes.append((proc.wait(), cmd))
+    for code, cmd in codes:
+        if code == BAD_INPUT:
+            raise ConfigError(f"sbrun refused the sweep (exit 2) for: sbrun {' '.join(cmd[3:])}")
+    for code, _ in codes:
+        if code not in (0, FAILED):
+            raise SweepStopped(f"the sweep stopped (exit {code}); run the same sbrun-compare command again to continue")
 
 
 def cost_overrides(pr: Protocol) -> List[str]:
@@ -145,7 +162,29 @@ def cost_overrides(pr: Protocol) -> List[str]:
     if not path.is_file():
         raise ConfigError(f"--costs {pr.costs} is invalid: no such file; allowed: measure, paper or a costs.json "
                           f"written by sbrun-bench")
+    add_proxy_costs(pr, path)
     return [f"budget.costs={path}"]
+
+
+def add_proxy_costs(pr: Protocol, path: Path) -> None:
+    """Measure each proxy scorer a method uses (sampler=sb_proxy, proxy_topk) that the costs file
+    has no timings for, and add them as a `proxies` entry: a proxy on a CPU costs far more than its
+    multiply-add ratio says, so work charges what it measured. Runs that use no proxy read only
+    f_sel and fb, which stay as they are."""
+    from .bench import compose_configs, measure_proxy_costs
+    from .budget import measured_proxy
+    from .proxy import proxy_setup
+    costs = json.loads(path.read_text())
+    for method in pr.methods:
+        run = [*pr.overrides, f"sampler={method}"]
+        setup = proxy_setup(compose_configs({method: run})[method].scoring.proxy)
+        if setup == {"width_factor": None, "model": None} or measured_proxy(costs, setup) is not None:
+            continue
+        entry = measure_proxy_costs([*run, "progress=off", "plots=false"])
+        costs["proxies"] = [*costs.get("proxies", []), entry]
+        atomic_write(path, (json.dumps(costs, indent=2) + "\n").encode())
+        log.info("sbrun-compare: measured %s's proxy: f_sel %.2fx, f+b %.2fx the main model's -> %s", method,
+                 entry["proxy_f_sel"] / entry["f_sel"], entry["proxy_fb"] / entry["fb"], path)
 
 
 def measure_costs(pr: Protocol, path: Path) -> None:
@@ -183,13 +222,11 @@ def compare(pr: Protocol) -> Path:
     """Run (or continue) the protocol and write its verdict; returns verdict.md's path."""
     costs = cost_overrides(pr)
     base = common_overrides(pr, costs)
-    for job in tuning_jobs(pr):
-        run_sweep(base + job)
+    run_sweeps([base + job for job in tuning_jobs(pr)], pr.workers)
     finals = verdict.last_rows(load_runs(pr, base))
     tuning = finals if pr.tuned_per_budget else finals[finals["budget_amount"] == pr.tune_budget]
     choice = verdict.choose_lr(tuning, per_budget=pr.tuned_per_budget, seeds=pr.tune_seeds)
-    for job in final_jobs(pr, choice):
-        run_sweep(base + job)
+    run_sweeps([base + job for job in final_jobs(pr, choice)], pr.workers)
     runs = load_runs(pr, base)
     chosen = verdict.at_chosen_lr(verdict.last_rows(runs), choice)
     return write_report(pr, runs, chosen, choice, costs)
@@ -246,6 +283,8 @@ def parse(argv: Optional[Sequence[str]] = None) -> Protocol:
     ap.add_argument("--target-error", type=float, default=None,
                     help="error (fraction) for 'smallest budget'; default 1.1 x the baseline's at its largest budget")
     ap.add_argument("--out-dir", type=Path, default=Path("results"))
+    ap.add_argument("--workers", type=int, default=1,
+                    help="sweeps at once, the methods split between them (each gets cores / workers threads)")
     ap.add_argument("overrides", nargs="*", help="sbrun overrides for every job (after --)")
     a = ap.parse_intermixed_args(argv)
     budgets = sorted(a.budgets)
@@ -262,7 +301,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> Protocol:
     return Protocol(name=a.name, methods=a.methods, budgets=budgets, seeds=a.seeds, lrs=sorted(a.lrs), tune_budget=tune,
                     tune_seeds=a.tune_seeds or a.seeds, val_fraction=a.val_fraction, bn_recalibrate=a.bn_recalibrate,
                     costs=a.costs, eval_every=a.eval_every, baseline=a.baseline, target_error=a.target_error,
-                    out_dir=a.out_dir, overrides=a.overrides)
+                    out_dir=a.out_dir, overrides=a.overrides, workers=a.workers)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

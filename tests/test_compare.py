@@ -1,6 +1,9 @@
 """sbrun-compare end to end on digits, and its verdict arithmetic on constructed runs."""
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,6 +141,18 @@ def test_measured_costs_record_the_setup_they_were_measured_on():
     assert costs_mismatch(costs, {"dataset": "mnist", "model": "mlp"}).startswith("dataset")
 
 
+class FakeSweep:
+    """subprocess.Popen for run_sweeps: records the command and the threads it was given."""
+    started: list = []
+
+    def __init__(self, cmd, env):
+        self.cmd, self.threads = cmd, env.get("OMP_NUM_THREADS")
+        FakeSweep.started.append(self)
+
+    def wait(self):
+        return self.code
+
+
 @pytest.mark.parametrize("code, raised", [(2, ConfigError), (3, "stopped"), (-15, "stopped")])
 def test_a_sweep_that_did_not_finish_stops_the_protocol(monkeypatch, code, raised):
     """Choosing an lr from a tuning sweep cut short by a signal would be wrong; a failed job
@@ -145,11 +160,49 @@ def test_a_sweep_that_did_not_finish_stops_the_protocol(monkeypatch, code, raise
     import subprocess
 
     from sbrun import compare
-    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, code))
+    monkeypatch.setattr(subprocess, "Popen", type("Ended", (FakeSweep,), {"code": code}))
     with pytest.raises(ConfigError if raised is ConfigError else compare.SweepStopped):
-        compare.run_sweep(["sampler=sb"])
-    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))
-    compare.run_sweep(["sampler=sb"])       # some jobs failed: no exception
+        compare.run_sweeps([["sampler=sb"], ["sampler=traditional"]], workers=2)
+    monkeypatch.setattr(subprocess, "Popen", type("SomeFailed", (FakeSweep,), {"code": 1}))
+    compare.run_sweeps([["sampler=sb"]])       # some jobs failed: no exception
+
+
+def test_workers_split_the_methods_and_the_cores(monkeypatch):
+    import subprocess
+
+    from sbrun import compare
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    pr = compare.parse(["x", "--methods", "traditional", "sb", "stale_sb", "--budgets", "1", "2", "--lrs", "0.1",
+                        "--workers", "2"])
+    assert [j[0] for j in compare.tuning_jobs(pr)] == ["sampler=traditional,stale_sb", "sampler=sb"]
+    FakeSweep.started = []
+    monkeypatch.setattr(subprocess, "Popen", type("Done", (FakeSweep,), {"code": 0}))
+    compare.run_sweeps(compare.tuning_jobs(pr), pr.workers)
+    assert [s.threads for s in FakeSweep.started] == ["4", "4"]
+    assert all("--multirun" in s.cmd for s in FakeSweep.started)
+
+
+def test_a_proxy_method_gets_its_measured_costs_added_to_the_costs_file(tmp_path):
+    """sampler=sb_proxy's proxy is timed once and recorded beside the file's own f_sel and fb;
+    a second call finds it and measures nothing."""
+    from sbrun import compare
+    from sbrun.budget import measured_proxy
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps({"f_sel": 1e-4, "fb": 3e-4}))
+    pr = compare.parse(["x", "--methods", "traditional", "sb_proxy", "--budgets", "1", "--lrs", "0.1", "--",
+                        "dataset=digits", "model=cnn", "model.width=8"])
+    compare.add_proxy_costs(pr, path)
+    costs = json.loads(path.read_text())
+    (entry,) = costs["proxies"]
+    assert entry["proxy"] == {"width_factor": 0.25, "model": None}
+    assert 0 < entry["proxy_f_sel"] and 0 < entry["proxy_fb"] and (costs["f_sel"], costs["fb"]) == (1e-4, 3e-4)
+    sel, train = measured_proxy(costs, entry["proxy"])
+    assert (sel, train) == (entry["proxy_f_sel"] / entry["f_sel"], entry["proxy_fb"] / entry["fb"])
+    assert measured_proxy(costs, {"width_factor": 0.5, "model": None}) is None     # another proxy: not this one
+    mtime = path.stat().st_mtime_ns
+    compare.add_proxy_costs(pr, path)
+    assert path.stat().st_mtime_ns == mtime
 
 
 def test_only_jobs_with_the_protocols_settings_count():
