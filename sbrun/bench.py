@@ -209,7 +209,8 @@ def measure_proxy_costs(overrides: List[str], reps: int = 20) -> Dict[str, objec
         q = build(cfg, Path(tmp) / "probe", resolve_device(cfg.device))
         x, y = scoring_batch(q)
         f_sel(q, x, y, 2)
-        timed = {"proxy_f_sel": f_sel(q, x, y, reps), "proxy_fb": proxy_f_b(q, x[:q.local_batch], y[:q.local_batch], reps)}
+        b = q.local_batch
+        timed = {"proxy_f_sel": f_sel(q, x, y, reps), "proxy_fb": proxy_f_b(q, x[:b], y[:b], reps)}
     return {"proxy": proxy_setup(cfg.scoring.proxy), **timed, "f_sel": main["f_sel"], "fb": main["fb"]}
 
 
