@@ -4,6 +4,7 @@
 #
 #   bash scripts/studies/verdicts.sh            # both conditions; re-running skips finished jobs
 #   NOISES="0" bash scripts/studies/verdicts.sh # clean labels only
+#   METHODS="traditional sb" WORKERS=1 ...      # other methods; sweeps at once
 #
 #   DATA_DIR=../shared/data  SUBSET=5000 (training examples before the 10% validation split)
 # Outputs: results/studies/multirun/verdicts_noise<r>/ (the runs) and
@@ -15,7 +16,9 @@ SUBSET=${SUBSET:-5000}
 NOISES=${NOISES:-"0 0.2"}
 PY=${PY:-$(test -x .venv/bin/python && echo .venv/bin/python || echo python)}
 SBRUN_COMPARE=${SBRUN_COMPARE:-"$PY -m sbrun.compare"}
-METHODS=(traditional sb stale_sb sb_random infobatch rs2)   # sb_random: the SB-matched random control
+# sb_random: the SB-matched random control; sb_proxy, proxy_topk: proxy-scored (issue 23)
+read -r -a METHODS <<< "${METHODS:-traditional sb stale_sb sb_random infobatch rs2 sb_proxy proxy_topk}"
+WORKERS=${WORKERS:-2}    # sweeps at once, methods split between them
 COSTS=results/studies/compare/costs.json   # measured once, shared by both conditions
 
 for noise in $NOISES; do
@@ -23,7 +26,7 @@ for noise in $NOISES; do
     t0=$SECONDS
     if [ -f "$COSTS" ]; then costs=$COSTS; else costs=measure; fi
     $SBRUN_COMPARE "$name" --methods "${METHODS[@]}" --budgets 2 3 4 8 --seeds 0 1 2 3 4 \
-        --lrs 0.01 0.02 0.05 --tune-budget 4 --tune-seeds 0 1 2 --costs "$costs" --out-dir results/studies -- \
+        --lrs 0.01 0.02 0.05 --tune-budget 4 --tune-seeds 0 1 2 --costs "$costs" --out-dir results/studies --workers "$WORKERS" -- \
         dataset=mnist "data_dir=$DATA_DIR" "dataset.subset=$SUBSET" model=cnn model.width=16 "label_noise=$noise"
     measured=results/studies/compare/$name/costs.json
     if [ ! -f "$COSTS" ] && [ -f "$measured" ]; then cp "$measured" "$COSTS"; fi
