@@ -143,7 +143,7 @@ class Variant:
     def train(self) -> dict:
         """One timed sample: `cycle` epochs, averaged."""
         wall = book = 0.0
-        backprops = chunks = 0
+        backprops = chunks = loaded = scored = 0
         for _ in range(self.cycle):
             seconds, phases, ep = timed_epoch(self.parts, self.run, self.next_epoch)
             self.next_epoch += 1
@@ -151,8 +151,12 @@ class Variant:
             book += phases["bookkeeping"]
             backprops += ep.global_backprops
             chunks += ep.n_chunks
+            loaded += ep.loaded
+            scored += ep.select_forwards
+        per_example = self.parts.n * self.cycle
         sample = {"epoch_s": wall / self.cycle, "bookkeeping_s": book / self.cycle,
-                  "frac": backprops / (self.parts.n * self.cycle), "chunks": chunks / self.cycle}
+                  "frac": backprops / per_example, "chunks": chunks / self.cycle,
+                  "loaded_frac": loaded / per_example, "scored_frac": scored / per_example}
         self.samples.append(sample)
         return sample
 
@@ -167,6 +171,15 @@ def f_sel(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
     """Seconds per example of the parts' scoring forward (loop.score: its scale and precision included)."""
     x = x.contiguous(memory_format=p.memory_format)
     return median_time(lambda: loop.score(p, x, y), p.device, reps) / x.shape[0]
+
+
+def data_cost(p: Parts, reps: int) -> float:
+    """d: seconds per example of reading a chunk from the run's storage (load, decode, augment),
+    as a selective epoch's on-demand read does it (stream.fetch, with the run's num_workers). A
+    full epoch's prefetching may hide it behind compute; this is the cost when it does not."""
+    p.stream.start_epoch(COST_EPOCH)
+    idx = next(iter(p.stream.chunks(p.chunk))).idx
+    return median_time(lambda: p.stream.fetch(idx), p.device, reps) / idx.numel()
 
 
 def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
@@ -192,7 +205,8 @@ def measure_costs(overrides: List[str], reps: int = 20) -> Dict[str, object]:
         p = build(cfg, Path(tmp) / "probe", resolve_device(cfg.device))
         x, y = scoring_batch(p)
         f_sel(p, x, y, 2)      # warm-up: first calls allocate
-        costs = {"f_sel": f_sel(p, x, y, reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], reps)}
+        costs = {"f_sel": f_sel(p, x, y, reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], reps),
+                 "d": data_cost(p, max(3, reps // 4))}
         where = describe(p, "sbrun-compare", list(overrides), _load())
     return {**costs, "unit": "seconds per example", "cost_reps": reps, **where}
 
@@ -224,7 +238,8 @@ class CostProbe:
 
     def sample(self) -> Dict[str, float]:
         p, x, y = self.trad, self.x, self.y
-        got = {"f_sel": f_sel(p, x, y, self.reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], self.reps)}
+        got = {"f_sel": f_sel(p, x, y, self.reps), "fb": f_b(p, x[:p.local_batch], y[:p.local_batch], self.reps),
+               "d": data_cost(p, max(3, self.reps // 4))}
         got.update({name: f_sel(q, x, y, self.reps) for name, q in self.scorers.items()})
         got.update({f"{name} proxy_fb": proxy_f_b(q, x[:p.local_batch], y[:p.local_batch], self.reps)
                     for name, q in self.scorers.items() if q.proxy is not None})
@@ -517,6 +532,8 @@ def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], cost
         rows.append({"variant": name, "epoch_s_median": med, "epoch_s_min": min(times), "epoch_s_max": max(times),
                      "images_per_s": n / med, "speedup": speedup, "backprop_frac": frac,
                      "predicted_speedup": predicted, "efficiency": speedup / predicted,
+                     "loaded_frac": statistics.median(s["loaded_frac"] for s in v.samples),
+                     "bound_with_d": bound_with_data(costs, v.samples),
                      "bookkeeping_share": statistics.median(s["bookkeeping_s"] / s["epoch_s"] for s in v.samples),
                      "chunks_per_epoch": statistics.median(s["chunks"] for s in v.samples)})
     for name, times in refs.items():
@@ -527,10 +544,20 @@ def bench_table(variants: Dict[str, Variant], refs: Dict[str, List[float]], cost
     df = pd.DataFrame(rows)
     df["f_sel_us"] = costs["f_sel"] * 1e6
     df["fb_us"] = costs["fb"] * 1e6
+    df["d_us"] = costs["d"] * 1e6
     df["peak_memory"] = _peak_memory(variants["traditional"].parts.device)
     df["device"] = info["device_name"]
     df["repeats"] = rounds
     return df
+
+
+def bound_with_data(costs: Dict[str, float], samples: List[dict]) -> float:
+    """The cost-model speedup over Traditional with the data term: Traditional reads and trains
+    every example, (d + f+b) each; a variant pays d per example it read, f_sel per one it scored
+    and f+b per one it backpropagated (its measured fractions)."""
+    d, f_sel, fb = costs["d"], costs["f_sel"], costs["fb"]
+    med = {k: statistics.median(s[k] for s in samples) for k in ("loaded_frac", "scored_frac", "frac")}
+    return (d + fb) / (med["loaded_frac"] * d + med["scored_frac"] * f_sel + med["frac"] * fb)
 
 
 def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts], info: dict) -> None:
@@ -545,7 +572,8 @@ def write_costs(out_dir: Path, costs: Dict[str, float], scorers: Dict[str, Parts
                                                        "precision": p.effective["scoring_precision"]})
                   for name, p in scorers.items() if p.proxy is None})   # a proxy: below
     for file, (select, scoring) in files.items():
-        write_json(out_dir / file, {"f_sel": select, "fb": costs["fb"], "unit": "seconds per example",
+        write_json(out_dir / file, {"f_sel": select, "fb": costs["fb"], "d": costs["d"],
+                                    "unit": "seconds per example",
                                     "scoring": scoring, **where})
     for name, p in scorers.items():
         if p.proxy is not None:      # budget.costs=<it> charges the proxy its measured costs
@@ -581,12 +609,14 @@ def to_markdown(df: pd.DataFrame, scoring: Optional[pd.DataFrame] = None, info: 
             ("epoch_s_min", "min", "{:.2f}"), ("epoch_s_max", "max", "{:.2f}"),
             ("backprop_frac", "backprop frac", "{:.3f}"), ("speedup", "speedup", "{:.2f}x"),
             ("predicted_speedup", "cost model", "{:.2f}x"), ("efficiency", "efficiency", "{:.2f}"),
+            ("loaded_frac", "loaded frac", "{:.3f}"), ("bound_with_d", "bound with d", "{:.2f}x"),
             ("bookkeeping_share", "bookkeeping", "{:.1%}"), ("images_per_s", "images/s", "{:.0f}")]
     lines = _md_table(df, cols)
     first = df.iloc[0]
     info = info or {}
     lines += ["", f"Device: {first['device']}; f_sel = {first['f_sel_us']:.1f} us/example, "
-                  f"f+b = {first['fb_us']:.1f} us/example (medians of {info.get('cost_samples', 1)} timings, one per "
+                  f"f+b = {first['fb_us']:.1f} us/example, d = {first['d_us']:.1f} us/example read "
+                  f"(medians of {info.get('cost_samples', 1)} timings, one per "
                   f"round and one before); peak memory {first['peak_memory']}; "
                   f"{int(first['repeats'])} interleaved rounds."]
     if info:

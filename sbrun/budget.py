@@ -7,6 +7,9 @@
   machine-independent, deterministic measure of compute in Traditional-epoch equivalents, like
   Kaddour et al.'s reference system time. With a proxy scorer (cost ratio r), the selection
   forwards cost r * cost_select each and the proxy's own training examples r * cost_train.
+  With a data term (budget.charge_data or budget.cost_data: d per example read from storage,
+  measured by sbrun-bench as load + decode + augment), every example read costs d too, and a
+  Traditional epoch is N * (cost_train + d).
 
 Without `budget.amount` a run lasts `epochs` epochs. Every counter except seconds is a host
 integer known without syncing the device, so budget checks cost nothing and a resumed run
@@ -31,20 +34,26 @@ class Costs:
     # With a proxy scorer (scoring.proxy): its scoring forward and its training step, per example
     proxy_select: Optional[float] = None
     proxy_train: Optional[float] = None
+    data: float = 0.0  # reading one training example from storage (0: not charged)
 
 
 def read_costs(cfg: BudgetConfig) -> Costs:
-    """Explicit costs win; else a sbrun-bench costs.json (f_sel, fb); else the paper's 1 : 3."""
-    select, train = PAPER_COST_SELECT, PAPER_COST_TRAIN
+    """Explicit costs win; else a sbrun-bench costs.json (f_sel, fb, and d when charge_data);
+    else the paper's 1 : 3 (and no data term)."""
+    select, train, data = PAPER_COST_SELECT, PAPER_COST_TRAIN, 0.0
     if cfg.costs:
         try:
             measured = json.loads(Path(cfg.costs).read_text())
             select, train = float(measured["f_sel"]), float(measured["fb"])
+            if cfg.charge_data:
+                data = float(measured["d"]) * (cfg.cost_train / train if cfg.cost_train is not None else 1.0)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"budget.costs={cfg.costs!r} is invalid ({type(err).__name__}: {err}); allowed: a "
-                              f"costs.json written by sbrun-bench, with f_sel and fb") from None
+                              f"costs.json written by sbrun-bench, with f_sel and fb (and d with "
+                              f"budget.charge_data=true)") from None
     return Costs(cfg.cost_select if cfg.cost_select is not None else select,
-                 cfg.cost_train if cfg.cost_train is not None else train)
+                 cfg.cost_train if cfg.cost_train is not None else train,
+                 data=cfg.cost_data if cfg.cost_data is not None else data)
 
 
 def proxy_costs(cfg: BudgetConfig, costs: Costs, ratio: float, explicit: bool,
@@ -93,6 +102,7 @@ class Usage:
     seconds: float = 0.0
     extra_work: float = 0.0        # work outside the main loop (RHO's irreducible-loss model), in work units
     proxy_backprops: int = 0       # examples the proxy scorer trained on (scoring.proxy)
+    loaded: int = 0                # training examples read from storage (examples_loaded)
 
 
 @dataclass(frozen=True)
@@ -113,9 +123,11 @@ class Meter:
     def work(self, u: Usage) -> float:
         c = self.costs
         if c.proxy_select is not None:     # every scoring forward ran on the proxy, which trains too
-            spent = u.select_forwards * c.proxy_select + u.proxy_backprops * c.proxy_train + u.backprops * c.train
-            return spent / (self.n_train * c.train) + u.extra_work
-        return (u.select_forwards * c.select + u.backprops * c.train) / (self.n_train * c.train) + u.extra_work
+            spent = u.select_forwards * c.proxy_select + u.proxy_backprops * c.proxy_train
+        else:
+            spent = u.select_forwards * c.select
+        spent += u.backprops * c.train + u.loaded * c.data
+        return spent / (self.n_train * (c.train + c.data)) + u.extra_work
 
     def used(self, u: Usage) -> float:
         if self.unit == "epochs":

@@ -24,6 +24,7 @@ from .data import DataError, ImageSet, TrainTest, corrupt_labels
 from .data.check import as_train_test, check_subsets, data_source, describe
 from .data.noise import subset
 from .data.split import hold_out
+from .data.storage import LazyImages
 from .data.stream import Augmenter, LoaderStream, TensorStream, fits_on_device
 from .distributed import Collective
 from .messages import one_line
@@ -123,8 +124,7 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     if proxy is not None:
         proxy.model.to(device=device, memory_format=memory_format)
 
-    use_tensor = cfg.data_path == "tensor" or (
-        cfg.data_path == "auto" and fits_on_device(data.train, data.test, device=device))
+    use_tensor = data_on_device(cfg, data, device)
     shard = dist.shard(len(data.train))
     stream_cls = TensorStream if use_tensor else LoaderStream
     extra = {} if use_tensor else {"num_workers": cfg.num_workers}
@@ -178,6 +178,17 @@ def eval_grid(cfg: Config, meter: Meter) -> Optional[Meter]:
     return None if e.every is None else Meter(e.unit, float(e.every), meter.n_train, meter.costs)
 
 
+def data_on_device(cfg: Config, data: "RunData", device: torch.device) -> bool:
+    """The tensor path (data on the device) where asked, or where `auto` finds it fits; images on
+    disk (dataset.storage=memmap|files) always take the loader path."""
+    on_disk = isinstance(data.train.images, LazyImages)
+    if cfg.data_path == "tensor" and on_disk:
+        raise ConfigError(f"data_path=tensor is invalid with dataset.storage={cfg.dataset.storage} (images read "
+                          f"from disk); allowed: data_path=auto or loader, or dataset.storage=memory")
+    return not on_disk and (cfg.data_path == "tensor" or (
+        cfg.data_path == "auto" and fits_on_device(data.train, data.test, device=device)))
+
+
 def on_device(s: Optional[ImageSet], device: torch.device) -> Optional[ImageSet]:
     return None if s is None else ImageSet(s.images.to(device), s.labels.to(device))
 
@@ -214,7 +225,11 @@ def load_data(cfg: Config, device: torch.device) -> RunData:
 
 def load_raw(ds: DatasetConfig, data_dir: str, seed: int) -> TrainTest:
     offered = {"root": str(Path(data_dir).expanduser()), "image_size": ds.image_size, "channels": ds.channels,
-               "num_classes": ds.num_classes, "seed": seed}
+               "num_classes": ds.num_classes, "seed": seed, "storage": ds.storage}
+    if ds.storage in ("memmap", "files") and "storage" not in injectable(resolve_target(ds.target, "dataset._target_"),
+                                                                         offered):
+        raise ConfigError(f"dataset.storage={ds.storage} is invalid for dataset={ds.name}: its loader holds the data "
+                          f"in memory; allowed: auto or memory (memmap and files: dataset=folder or imagenet)")
     obj = instantiate_target(
         ds.target, "dataset._target_", ds.loader, offered, (DataError, ConfigError),
         lambda cause: DataError(f"dataset._target_={ds.target} failed: {type(cause).__name__}: "

@@ -44,6 +44,7 @@ def one_of(key: str, value: Any, options) -> None:
 #   operational  where and how the run is carried out, never what it computes: free on resume,
 #                left out of directory names and configurations.
 IDENTITY, SETTING, OPERATIONAL = "identity", "setting", "operational"
+STORAGES = ("auto", "memory", "memmap", "files")      # dataset.storage (sbrun/data/storage.py)
 KEY_KINDS: Dict[str, str] = {
     # identity
     "dataset": IDENTITY, "model": IDENTITY, "sampler": IDENTITY, "optim": IDENTITY, "schedule": IDENTITY,
@@ -123,6 +124,10 @@ class DatasetConfig:
     # labels); seeded by val_seed alone, so every method and run seed shares it. 0 = no split.
     val_fraction: float = 0.0
     val_seed: int = 0
+    # Where training images live (sbrun/data/storage.py): memory, memmap (a .npy on disk), files
+    # (decoded per read), or auto (memory when the decoded data fits a quarter of RAM). Loaders
+    # that take a `storage` argument honour it (dataset=folder, imagenet); the others are in memory.
+    storage: str = "auto"
     # The loader: `_target_` plus its own keys (path, extra, n_train, ...).
     target: str = "sbrun.data.builtin.digits"
     loader: Dict[str, Any] = field(default_factory=dict)
@@ -146,6 +151,7 @@ class DatasetConfig:
         check(0.0 <= self.val_fraction < 0.5, "dataset.val_fraction", self.val_fraction,
               "a number in [0, 0.5) (0 = no validation split)")
         check(self.val_seed >= 0, "dataset.val_seed", self.val_seed, "an integer >= 0")
+        check(self.storage in STORAGES, "dataset.storage", self.storage, " | ".join(STORAGES))
 
     def node(self) -> Dict[str, Any]:
         """Back to the composed YAML layout (what summary.json and checkpoints record)."""
@@ -226,6 +232,9 @@ class BudgetConfig:
     cost_select: Optional[float] = doc("null: from `costs` if given, else the paper's 1", None)
     cost_train: Optional[float] = doc("null: from `costs` if given, else the paper's 3", None)
     costs: Optional[str] = doc("a costs.json written by sbrun-bench (f_sel and f+b)", None)
+    cost_data: Optional[float] = doc("work units of reading one example from storage (load, decode, augment): "
+                                     "null: not charged, unless charge_data takes d from `costs`", None)
+    charge_data: bool = doc("charge every example read (examples_loaded) at the costs.json's d", False)
 
     def __post_init__(self) -> None:
         one_of("budget.unit", self.unit, BUDGET_UNITS)
@@ -235,6 +244,10 @@ class BudgetConfig:
             check(v is None or v >= 0, f"budget.{key}", v, "null or a number >= 0")
         check(self.cost_train is None or self.cost_train > 0, "budget.cost_train", self.cost_train,
               "null or a number > 0")
+        check(self.cost_data is None or self.cost_data >= 0, "budget.cost_data", self.cost_data,
+              "null or a number >= 0")
+        check(not self.charge_data or self.costs or self.cost_data is not None, "budget.charge_data",
+              self.charge_data, "true only with budget.costs (a costs.json with d) or budget.cost_data")
 
 
 EVAL_UNITS = ["work", "backprops", "epochs"]

@@ -6,8 +6,10 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from .data import ImageSet
+from .data.storage import LazyImages
 from .seeding import generator
 
 
@@ -40,11 +42,27 @@ def evaluate(p, s: Optional[ImageSet] = None) -> Tuple[float, float]:
 
 
 def batches(s: ImageSet, p, size: int):
-    """Normalised, unaugmented batches of an ImageSet, on the run's device and memory format."""
-    for start in range(0, len(s), size):
-        x = s.images[start:start + size].to(p.device, non_blocking=True)
-        y = s.labels[start:start + size].to(p.device, non_blocking=True)
+    """Normalised, unaugmented batches of an ImageSet, on the run's device and memory format.
+    Images on disk are read by `num_workers` DataLoader workers, a batch at a time."""
+    if isinstance(s.images, LazyImages):
+        reads = DataLoader(range(len(s)), batch_size=size, num_workers=p.cfg.num_workers,
+                           collate_fn=ReadRows(s), pin_memory=p.device.type == "cuda")
+    else:
+        reads = ((s.images[i:i + size], s.labels[i:i + size]) for i in range(0, len(s), size))
+    for x, y in reads:
+        x, y = x.to(p.device, non_blocking=True), y.to(p.device, non_blocking=True)
         yield p.test_aug.test(x).contiguous(memory_format=p.memory_format), y
+
+
+class ReadRows:
+    """A DataLoader collate_fn: the uint8 images and labels of a batch of row numbers of `s`."""
+
+    def __init__(self, s: ImageSet):
+        self.s = s
+
+    def __call__(self, rows):
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        return self.s.images[idx], self.s.labels[idx]
 
 
 def recalibrate_bn(p, epoch: int) -> None:

@@ -133,7 +133,8 @@ def usage(p, run: RunState, ep: EpochState, extra_backprops: int = 0, in_chunk: 
     return Usage(epochs=run.epoch + pos, select_forwards=int(run.totals["select_forwards"]) + ep.select_forwards,
                  backprops=int(run.totals["backprops"]) + ep.global_backprops + extra_backprops,
                  seconds=seconds, extra_work=run.totals["extra_work"],
-                 proxy_backprops=int(run.totals["proxy_backprops"]) + ep.proxy_backprops)
+                 proxy_backprops=int(run.totals["proxy_backprops"]) + ep.proxy_backprops,
+                 loaded=int(run.totals["loaded"]) + ep.loaded)
 
 
 def set_lr(p, run: RunState, ep: EpochState, after: Usage) -> None:
@@ -175,8 +176,10 @@ def train_chunk(p, run: RunState, ep: EpochState, chunk, hooks: Hooks) -> bool:
         elif sel.pos is not None:
             x, y = x[sel.pos], y[sel.pos]
     # One small collective per chunk: every rank's kept count (the step ledger), its chunk size
-    # (the scoring count) and whether it ran out of its time cap in the first epoch.
-    info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run, ep))])
+    # (the scoring count), whether it ran out of its time cap in the first epoch, and the examples
+    # its stream read for the chunk.
+    info = p.dist.gather_ints([idx.numel(), len(chunk), int(first_epoch_over_hours(p, run, ep)), chunk.loaded])
+    ep.loaded += sum(r[3] for r in info)
     if need in (Need.FRESH, Need.CHARGED):
         ep.select_forwards += sum(r[1] for r in info)
     if need is Need.FRESH and p.proxy is not None and p.proxy.next_chunk_trains():
@@ -347,6 +350,7 @@ def rescore(p, run: RunState, ep: EpochState) -> None:
             run.last_loss[part] = losses
             observe(p, part, losses, logits, y, trained=False)
     ep.select_forwards += sum(counts)
+    ep.loaded += sum(counts)      # KAKURENBO's hidden examples are read to be rescored
 
 
 def check_finite(p, ep: EpochState) -> None:

@@ -33,7 +33,8 @@ def epoch_row(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra:
     walked = ep.chunk / max(ep.n_chunks, 1)         # 1 for a complete epoch
     u = Usage(epochs=run.epoch + walked, select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
               backprops=int(tot["backprops"]) + ep.global_backprops, seconds=tot["train_time"] + phases["total"],
-              extra_work=tot["extra_work"], proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops)
+              extra_work=tot["extra_work"], proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops,
+              loaded=int(tot["loaded"]) + ep.loaded)
     return metrics_row(p, run, u, ep.epoch + 1, int(tot["steps"]) + ep.steps, epoch_counters(p, ep, phases, walked),
                        scores, extra, wall_time)
 
@@ -45,11 +46,12 @@ def epoch_counters(p, ep: EpochState, phases: Dict[str, float], walked: float) -
                                        torch.tensor(float(ep.backprops), device=p.device)]))
     loss_sum, mislabeled, counted = sums.tolist()
     return {"loss_sum": loss_sum, "mislabeled": mislabeled, "counted": counted,
-            "backprops": float(ep.global_backprops), "epochs": walked, **phases}
+            "backprops": float(ep.global_backprops), "loaded": float(ep.loaded), "epochs": walked, **phases}
 
 
 # The keys of epoch_counters (PhaseTimer.end_epoch's phases plus the reduced counters).
-INTERVAL_KEYS = ("loss_sum", "mislabeled", "counted", "backprops", "epochs", *PHASES, *PROXY_PHASES, "other", "total")
+INTERVAL_KEYS = ("loss_sum", "mislabeled", "counted", "backprops", "loaded", "epochs", *PHASES, *PROXY_PHASES,
+                 "other", "total")
 
 
 def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: Dict[str, float],
@@ -67,6 +69,7 @@ def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: 
         "steps": steps,
         "examples_seen": round(u.epochs * p.n),
         "backprop_frac": interval["backprops"] / (p.n * interval["epochs"]) if interval["epochs"] else 0.0,
+        "examples_loaded": round(interval["loaded"]),    # read from storage since the previous row
         "work": p.meter.work(u),
         "budget_frac": p.meter.fraction(u),
         "lr": run.lr,
@@ -107,7 +110,8 @@ def fold_epoch(run: RunState, ep: EpochState, phases: Dict[str, float], wall_tim
     tot.update(select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
                backprops=int(tot["backprops"]) + ep.global_backprops, steps=int(tot["steps"]) + ep.steps,
                proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops,
-               train_time=tot["train_time"] + phases["total"], wall_time=wall_time)
+               loaded=int(tot["loaded"]) + ep.loaded, train_time=tot["train_time"] + phases["total"],
+               wall_time=wall_time)
     run.epoch = ep.epoch + 1
 
 

@@ -18,7 +18,8 @@ from .queue import BackpropQueue
 from .seeding import global_rng_state, set_global_rng_state
 
 FORMAT = 2
-TOTALS = ("select_forwards", "backprops", "steps", "train_time", "wall_time", "extra_work", "proxy_backprops")
+TOTALS = ("select_forwards", "backprops", "steps", "train_time", "wall_time", "extra_work", "proxy_backprops",
+          "loaded")
 
 
 @dataclass
@@ -62,6 +63,7 @@ class EpochState:
     global_backprops: int = 0       # (all)
     select_forwards: int = 0        # (all)
     proxy_backprops: int = 0        # (all) examples the proxy scorer trained on
+    loaded: int = 0                 # (all) training examples read from storage (examples_loaded)
     steps: int = 0                  # (all: every rank takes part in every step)
     phases: Dict[str, float] = field(default_factory=dict)   # seconds before a resume or a grid evaluation
     visit: Optional[torch.Tensor] = None                     # the sampler's pass-through mask
@@ -81,7 +83,7 @@ class EpochState:
 
     def shared(self) -> dict:
         keep = ("epoch", "chunk", "n_chunks", "global_backprops", "select_forwards", "proxy_backprops", "steps",
-                "phases", "mark")
+                "loaded", "phases", "mark")
         return {k: getattr(self, k) for k in keep}
 
     def local(self) -> dict:

@@ -22,12 +22,16 @@ import torch
 
 from ..messages import one_line
 from .sets import DataError, ImageSet, TrainTest
+from .storage import LazyImages
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 LAYOUT = ("x_train, y_train, x_test, y_test (uint8 images NxHxW or NxHxWxC, C in 1..4; "
           "integer labels >= 0 of length N)")
 # Values per chunk when summing for mean/std: 8 MiB of int64 at a time, whatever the data set's size.
 STATS_CHUNK = 1 << 20
+# Images on disk (dataset.storage=memmap|files) get their mean/std from at most this many examples
+# (a fixed-seed draw); a set that small or smaller is read whole, exactly like one in memory.
+STATS_SAMPLE = 10_000
 
 
 # --- unpacking -----------------------------------------------------------------------------------
@@ -94,6 +98,8 @@ def _dtype_name(a) -> str:
 
 
 def _images(x, name: str, source: str, nchw: bool) -> torch.Tensor:
+    if isinstance(x, LazyImages):       # uint8 [N, C, H, W] by construction, read on demand
+        return x
     a = _array(x, name, source)
     if _dtype_name(a) != "uint8":
         # Floats in [0, 1] and 0..255 are both common; guessing which one is meant would silently
@@ -231,7 +237,11 @@ def describe(data: TrainTest, num_classes: Optional[int] = None, source: str = "
     if k < 2:
         raise DataError(f"{source}: every label is 0; classification needs at least 2 classes "
                         f"(labels 0..K-1 with K >= 2)")
-    mean, std = channel_stats(data.train.images)
+    images = data.train.images
+    if isinstance(images, LazyImages) and len(images) > STATS_SAMPLE:
+        pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:STATS_SAMPLE]
+        images = images.subset(pick.sort().values)
+    mean, std = channel_stats(images)
     return {"num_classes": k, "channels": int(data.train.images.shape[1]),
             "image_size": int(data.train.images.shape[2]), "mean": mean,
             "std": [s if s > 0 else 1.0 for s in std],

@@ -17,14 +17,15 @@ class DataError(RuntimeError):
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor   # uint8 [N, C, H, W]
+    images: torch.Tensor   # uint8 [N, C, H, W], or storage.LazyImages (read on demand from disk)
     labels: torch.Tensor   # int64 [N]
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
     def take(self, idx: torch.Tensor) -> "ImageSet":
-        return ImageSet(self.images[idx], self.labels[idx])
+        from .storage import take  # a view of lazy images: nothing is read
+        return ImageSet(take(self.images, idx), self.labels[idx])
 
 
 @dataclass

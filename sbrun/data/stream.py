@@ -7,13 +7,20 @@ alone and then load just the chosen examples.
 Two paths serve the same interface:
 - `TensorStream` (default where the data fits): the uint8 training set lives on the device, the
   order is a device permutation and augmentation runs on whole batches there (airbench style).
-- `LoaderStream`: a standard DataLoader with worker processes augmenting per example on the CPU,
-  for data that does not fit in device memory.
+- `LoaderStream`: per-example loading and augmentation on the CPU, for data that does not fit in
+  device memory and for images on disk (dataset.storage=memmap|files). An epoch starts by loading
+  only what each chunk asks for (a thread pool); once a chunk asks for all of its examples, the
+  rest of the epoch streams through a DataLoader with worker processes, prefetching whole chunks.
+  So an epoch that selects from indices alone (a Stale-SB stale epoch, random selection) reads
+  only the examples it trains on, and one that scores everything is not slowed by it.
+
+Every chunk counts the examples it read (`Chunk.loaded`: the metrics' examples_loaded).
 """
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -22,6 +29,7 @@ from ..config import DatasetConfig
 from ..seeding import derive_seed, generator
 from . import augment
 from .sets import ImageSet
+from .storage import load_example
 
 
 class Augmenter:
@@ -43,16 +51,35 @@ class Augmenter:
 
 
 class Chunk:
-    def __init__(self, idx: torch.Tensor, fetch):
+    """A chunk's training indices; `images` fetches its augmented inputs when asked, counting the
+    examples read in `loaded` (a prefetched chunk was read in full)."""
+
+    def __init__(self, idx: torch.Tensor, fetch, loaded: int = 0):
         self.idx = idx
         self._fetch = fetch
+        self.loaded = loaded
+        self.asked_all = False
 
     def __len__(self) -> int:
         return self.idx.numel()
 
     def images(self, pos: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Augmented inputs and training labels of the chunk, or of `pos` within it."""
+        self.asked_all = self.asked_all or pos is None
         return self._fetch(pos)
+
+
+class LazyChunk(Chunk):
+    """A chunk that reads from storage only the positions asked for, when asked."""
+
+    def __init__(self, idx: torch.Tensor, load):
+        super().__init__(idx, self._load)
+        self._reader = load
+
+    def _load(self, pos: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        want = self.idx if pos is None else self.idx[pos]
+        self.loaded += want.numel()
+        return self._reader(want)
 
 
 class TensorStream:
@@ -90,8 +117,7 @@ class TensorStream:
         (multi-rank runs, where every rank must walk the same number of chunks)."""
         order = epoch_order(self.shard, self._order_gen, visit)
         for c in range(start, count if count is not None else math.ceil(len(order) / size)):
-            idx = order[c * size:(c + 1) * size]
-            yield Chunk(idx, lambda pos, idx=idx: self.fetch(idx if pos is None else idx[pos]))
+            yield LazyChunk(order[c * size:(c + 1) * size], self.fetch)
 
     def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = self.aug.train(self.images[idx], self._aug_gen)
@@ -118,7 +144,7 @@ class _Indexed(Dataset):
 
     def __getitem__(self, i: int):
         g = torch.Generator().manual_seed(derive_seed(self.seed, "augment", self.epoch, i))
-        x = self.aug.train(self.train.images[i:i + 1], g)[0]
+        x = self.aug.train(load_example(self.train.images, i, g)[None], g)[0]
         return i, x, self.train.labels[i]
 
 
@@ -132,6 +158,7 @@ class LoaderStream:
         self.seed = seed
         self.memory_format = memory_format
         self.num_workers = num_workers
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     def __len__(self) -> int:
         return self.shard.numel()
@@ -153,28 +180,44 @@ class LoaderStream:
         total = count if count is not None else math.ceil(len(order) / size)
         # Skipped chunks of a resumed epoch are never loaded: each example's pixels depend only on
         # (seed, epoch, index).
-        rest = order[start * size:].tolist()
-        loader = DataLoader(self.dataset, batch_size=size, sampler=rest, num_workers=self.num_workers,
-                            pin_memory=self.device.type == "cuda")
-        yielded = start
+        pieces = list(order[start * size:].split(size))
+        done = 0
+        while done < len(pieces):           # read what is asked, until a chunk asks for everything
+            chunk = LazyChunk(pieces[done].to(self.device), self.fetch)
+            done += 1
+            yield chunk
+            if chunk.asked_all:
+                break
+        for idx, x, y in self.prefetched(pieces[done:], size):
+            yield Chunk(idx, lambda pos, x=x, y=y: (x, y) if pos is None else (x[pos], y[pos]), loaded=len(idx))
+        for _ in range(total - start - len(pieces)):      # multi-rank padding: empty chunks
+            yield LazyChunk(torch.empty(0, dtype=torch.long, device=self.device), self.fetch)
+
+    def prefetched(self, pieces: List[torch.Tensor], size: int) -> Iterator[Tuple[torch.Tensor, ...]]:
+        """Whole chunks through a DataLoader's worker processes, on the device."""
+        if not pieces:
+            return
+        loader = DataLoader(self.dataset, batch_size=size, sampler=torch.cat(pieces).tolist(),
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
         for idx, x, y in loader:
-            idx = idx.to(self.device, non_blocking=True)
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-            y = y.to(self.device, non_blocking=True)
-            yielded += 1
-            yield Chunk(idx, lambda pos, x=x, y=y: (x, y) if pos is None else (x[pos], y[pos]))
-        shape = self.dataset.train.images.shape[1:]
-        for _ in range(total - yielded):
-            empty = torch.empty(0, *shape, device=self.device)
-            yield Chunk(torch.empty(0, dtype=torch.long, device=self.device),
-                        lambda pos, e=empty: (e, torch.empty(0, dtype=torch.long, device=self.device)))
+            yield (idx.to(self.device, non_blocking=True),
+                   x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format),
+                   y.to(self.device, non_blocking=True))
 
     def fetch(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Augmented inputs and labels of arbitrary training indices (the same pixels as in a chunk)."""
-        items = [self.dataset[int(i)] for i in idx.tolist()]
-        if not items:
+        """Augmented inputs and labels of arbitrary training indices (the same pixels as in a
+        prefetched chunk), read by a pool of `num_workers` threads (image decoding and the
+        tensor kernels release the GIL)."""
+        ids = idx.tolist()
+        if not ids:
             shape = self.dataset.train.images.shape[1:]
             return (torch.empty(0, *shape, device=self.device), torch.empty(0, dtype=torch.long, device=self.device))
+        if self.num_workers > 1 and len(ids) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="sbrun-load")
+            items = list(self._pool.map(self.dataset.__getitem__, ids))
+        else:
+            items = [self.dataset[i] for i in ids]
         x = torch.stack([it[1] for it in items]).to(self.device).contiguous(memory_format=self.memory_format)
         y = torch.stack([torch.as_tensor(it[2]) for it in items]).to(self.device)
         return x, y
