@@ -176,9 +176,13 @@ class OptimConfig:
     momentum: float = doc("SGD momentum, in [0, 1)", 0.9)
     nesterov: bool = doc("Nesterov momentum", True)
     weight_decay: float = doc("L2 weight decay", 5e-4)
+    batch_ref: Optional[int] = doc("linear scaling rule: lr is optim.lr x global batch_size / batch_ref "
+                                   "(null: optim.lr as given; ImageNet recipes: 256)", None)
 
     def __post_init__(self) -> None:
         one_of("optim", self.name, ["sgd"])
+        check(self.batch_ref is None or self.batch_ref >= 1, "optim.batch_ref", self.batch_ref,
+              "null or an integer >= 1")
         check(self.lr > 0, "optim.lr", self.lr, "a number > 0")
         check(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "a number in [0, 1)")
         check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
@@ -200,12 +204,15 @@ class ScheduleConfig:
     gamma: Optional[float] = doc("lr factor at each milestone (step: null = final_lr_frac ** (1 / #milestones))", 0.1)
     by: str = doc("multistep: epochs passed through selection | backprops / N", "epochs")
     final_lr_frac: float = doc("step / linear / cosine: the final lr as a fraction of optim.lr", 0.0)
+    warmup: float = doc("linear warm-up from 0 over this fraction of the run (ImageNet's 5 of 90 epochs: 0.056)",
+                        0.0)
 
     def __post_init__(self) -> None:
         one_of("schedule", self.name, SCHEDULES)
         one_of("schedule.by", self.by, ["epochs", "backprops"])
         check(self.gamma is None or self.gamma > 0, "schedule.gamma", self.gamma, "null or a number > 0")
         check(0.0 <= self.final_lr_frac <= 1.0, "schedule.final_lr_frac", self.final_lr_frac, "a number in [0, 1]")
+        check(0.0 <= self.warmup < 1.0, "schedule.warmup", self.warmup, "a fraction of the run in [0, 1)")
         ms = list(self.milestones)
         check(all(m > 0 for m in ms) and ms == sorted(ms), "schedule.milestones", ms, "increasing positive numbers")
         if self.name == "step":

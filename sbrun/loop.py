@@ -23,7 +23,7 @@ from .config import ConfigError
 from .hooks import Hooks, StepInfo
 from .queue import Step
 from .samplers import Ctx, Need, Observation
-from .schedule import learning_rate
+from .schedule import learning_rate, scaled_lr
 from .seeding import generator
 from .state import EpochState, RunState
 
@@ -140,7 +140,7 @@ def usage(p, run: RunState, ep: EpochState, extra_backprops: int = 0, in_chunk: 
 def set_lr(p, run: RunState, ep: EpochState, after: Usage) -> None:
     """The schedule's lr at `after` (the position once the next step is done, so the last step of
     a budget runs at exactly final_lr_frac), times the sampler's factor for this epoch."""
-    base = p.cfg.optim.lr * p.sampler.lr_factor(ep.epoch)
+    base = scaled_lr(p.cfg.optim.lr, p.cfg.batch_size, p.cfg.optim.batch_ref) * p.sampler.lr_factor(ep.epoch)
     backprops_before = (int(run.totals["backprops"]) + ep.global_backprops) / p.n   # multistep by=backprops
     run.lr = learning_rate(p.cfg.schedule, base, ep.epoch, backprops_before, p.meter.fraction(after))
     for group in p.optimizer.param_groups:

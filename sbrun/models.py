@@ -187,3 +187,18 @@ def densenet(num_classes: int, in_channels: int, depth: int = 100, growth_rate: 
             cin = cout
     layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, _Head(cin, num_classes))
+
+
+# --- ImageNet models (torchvision) -----------------------------------------------------------------
+
+def torchvision_resnet(num_classes: int, in_channels: int, depth: int = 50) -> nn.Module:
+    """torchvision's ImageNet ResNet-18/34/50/101/152 (7x7 stride-2 stem and max-pool), randomly
+    initialised, with a `num_classes` classifier; a 1-channel stem for grayscale data."""
+    import torchvision
+
+    arch = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
+    check(depth in arch, "model.depth", depth, " | ".join(map(str, arch)))
+    model = getattr(torchvision.models, arch[depth])(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model

@@ -43,11 +43,18 @@ def relative_lr(frac: float, base: float, cfg: ScheduleConfig) -> float:
 
 def learning_rate(cfg: ScheduleConfig, base: float, epoch: int, backprop_epochs: float, frac: float) -> float:
     """The schedule's lr: multistep reads the absolute position (epoch index, or backprops / N),
-    the others the fraction of the run."""
+    the others the fraction of the run; within `warmup` (a fraction of the run) it ramps up
+    linearly from 0 (Goyal et al. 2017's gradual warm-up for large batches)."""
+    ramp = min(1.0, frac / cfg.warmup) if cfg.warmup > 0 else 1.0
     if cfg.name == "multistep":
         position = epoch if cfg.by == "epochs" else backprop_epochs
-        return multistep_lr(position, base, cfg.milestones, cfg.gamma)
-    return relative_lr(frac, base, cfg)
+        return ramp * multistep_lr(position, base, cfg.milestones, cfg.gamma)
+    return ramp * relative_lr(frac, base, cfg)
+
+
+def scaled_lr(lr: float, batch_size: int, batch_ref) -> float:
+    """The linear scaling rule: lr x global batch / batch_ref (batch_ref null: lr unchanged)."""
+    return lr if batch_ref is None else lr * batch_size / batch_ref
 
 
 def lr_drop_epochs(cfg: ScheduleConfig, run_epochs: float) -> list:

@@ -105,7 +105,7 @@ class FileImages(LazyImages):
     def _tensor(self, path: str, gen: Optional[torch.Generator]) -> torch.Tensor:
         a = self.decode(Path(path), gen)
         a = a[:, :, None] if a.ndim == 2 else a
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[:self.example_shape[0]].contiguous()
+        return torch.tensor(a).permute(2, 0, 1)[:self.example_shape[0]].contiguous()   # a copy: PIL's is read-only
 
 
 def load_example(images, i: int, gen: Optional[torch.Generator] = None) -> torch.Tensor:
