@@ -37,6 +37,7 @@ from . import loop, proxy
 from .build import Parts, build, build_model, build_optimizer, resolve_device
 from .config import Config, ConfigError
 from .data import DataError, augment
+from .data.storage import LazyImages
 from .data.stream import Augmenter
 from .hooks import Hooks
 from .messages import one_line
@@ -428,18 +429,22 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
         write_costs(out_dir, costs, scorers, info)
 
         syncs = count_syncs(variants["sb beta=2"])
-        plain, loader = PlainLoop(trad), LoaderLoop(trad, opts.loader_workers)
-        plain.epoch()
-        loader.epoch()
+        # the reference loops hold the training set in memory: none for images read from disk
+        in_memory = not isinstance(trad.data.train.images, LazyImages)
+        plain, loader = (PlainLoop(trad), LoaderLoop(trad, opts.loader_workers)) if in_memory else (None, None)
+        for ref in (plain, loader):
+            if ref is not None:
+                ref.epoch()
         refs: Dict[str, List[float]] = {"plain loop": [], "dataloader loop": [], "plain loop (sync/step)": []}
         tables = {}
         for r in range(opts.repeats):
             for v in variants.values():
                 v.train()
             probe.sample()
-            refs["plain loop"].append(plain.epoch())
-            refs["dataloader loop"].append(loader.epoch())
-            if syncs is not None:
+            if in_memory:
+                refs["plain loop"].append(plain.epoch())
+                refs["dataloader loop"].append(loader.epoch())
+            if syncs is not None and in_memory:
                 refs["plain loop (sync/step)"].append(plain.epoch(sync_every_step=True))
             log(f"round {r + 1}/{opts.repeats}: " + ", ".join(
                 [f"{n} {v.samples[-1]['epoch_s']:.2f}s" for n, v in variants.items()] +
@@ -450,8 +455,8 @@ def run_bench(base: List[str], opts: Options, out_dir: Path, log=print) -> Dict[
             tables = {"bench": bench_table(variants, refs, costs, info, r + 1),
                       "scoring": scoring_frame(scorers, variants, costs)}
             sb2 = tables["bench"].set_index("variant").loc["sb beta=2", "epoch_s_median"]
-            write_tables(out_dir, tables, info,
-                         sync_share(syncs, refs["plain loop"], refs["plain loop (sync/step)"], plain.steps, sb2))
+            write_tables(out_dir, tables, info, sync_share(syncs, refs["plain loop"], refs["plain loop (sync/step)"],
+                                                           plain.steps if in_memory else 0, sb2))
             if opts.time_limit_s is not None and time.perf_counter() - t_start > opts.time_limit_s \
                     and r + 1 < opts.repeats:
                 log(f"time limit of {opts.time_limit_s:g} s reached: {r + 1} of {opts.repeats} rounds done")
