@@ -45,7 +45,7 @@ from .records import SUMMARY, OutputError, read_json
 
 log = logging.getLogger("sbrun")
 
-GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "experiment", "debug", "logger")
+GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "experiment", "debug", "logger", "callbacks")
 MAX_PREFLIGHT_JOBS = 512
 # Exit codes: 0 done, 1 a run failed, 2 bad input, 3 stopped by a signal (resumable).
 EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 3
@@ -314,16 +314,10 @@ def help_text(extra_dir: Optional[str] = None) -> str:
 
 
 def check_trackers(cfg: Config) -> None:
-    chosen = {k: v for k, v in (cfg.logger or {}).items() if k != "csv"}
-    if not chosen:
-        return
-    from .trackers import TrackerUnavailable
-    from .trackers import check_trackers as check
+    """Build the selected trackers (constructors only check their settings), starting none."""
+    from .trackers import build
 
-    try:
-        check(chosen)
-    except TrackerUnavailable as err:
-        raise ConfigError(str(err)) from None
+    build(cfg.logger)
 
 
 def ineffective(cfg: Config, job: Sequence[str]) -> List[str]:
@@ -398,13 +392,15 @@ def resume_config(run_dir: Path, new_overrides: Sequence[str], extra_dir: Option
     original = [o for o in summary.get("overrides") or [] if not o.split("=", 1)[0].lstrip("+~").startswith("resume")]
     with composer(extra_dir) as compose:
         before = to_dict(validate(compose(original)))
-        after = to_dict(validate(compose(original + list(new_overrides))))
+        command = validate(compose(original + list(new_overrides)))
+        after = to_dict(command)
     check_compatible(before, after, "run directory")
     changed = config_diffs(before, after)
     merged = OmegaConf.create(saved)
     for key in changed:
         OmegaConf.update(merged, key, get_dotted(after, key), force_add=True)
     merged.resume = str(run_dir)
+    merged.callbacks = command.callbacks     # this command's (never recorded)
     return validate(merged)
 
 

@@ -1,4 +1,4 @@
-"""Component nodes (`model`, `dataset`, `sampler`, `logger`) to validated specs.
+"""Component nodes (`model`, `dataset`, `sampler`, `logger`, `callbacks`) to validated specs.
 
 Each node carries a `_target_`. Validation resolves the target (the current directory counts as
 importable, as with `python -m`) and checks the node's keys against the target's schema without
@@ -12,7 +12,7 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -176,12 +176,60 @@ def sampler_config(node: Dict[str, Any]):
     return merge_into(cls, fields, prefix="sampler.")
 
 
+# What `logger=csv` composed before it became a null option (configs that summary.json files hold).
+OLD_CSV_TRACKER = "sbrun.trackers.base.CsvTracker"
+
+
 def logger_config(node: Dict[str, Any]) -> Dict[str, Any]:
-    """The selected trackers ({name: {_target_, settings}}); checked for their packages in preflight."""
-    if not isinstance(node, dict):
-        raise ConfigError("logger is invalid; allowed: one or more of the logger options, e.g. "
-                          "logger=[csv,tensorboard]")
-    return {k: (dict(v) if v is not None else None) for k, v in node.items()}
+    """The selected trackers ({name: {_target_, settings}}; `csv` is null: every run writes its
+    CSVs); built and checked for their packages in preflight (trackers.build)."""
+    nodes = named_nodes(node, "logger", "logger=[csv,tensorboard]")
+    return {k: None if v is None or v.get("_target_") == OLD_CSV_TRACKER else dict(v) for k, v in nodes.items()}
+
+
+def callbacks_config(node: Dict[str, Any]) -> Dict[str, Any]:
+    """The `callbacks` group ({name: {_target_, arguments}}), each target resolved and its
+    arguments checked here; the runner builds them for each run."""
+    nodes = named_nodes(node, "callbacks", "+callbacks.NAME._target_=my_pkg.MyCallback")
+    targets(nodes, "callbacks")
+    return {k: dict(v) for k, v in nodes.items() if v is not None}
+
+
+def named_nodes(node: Any, group: str, example: str) -> Dict[str, Any]:
+    if not isinstance(node, Mapping) or not all(v is None or isinstance(v, Mapping) for v in node.values()):
+        raise ConfigError(f"{group} is invalid; allowed: named nodes with a _target_ each, e.g. {example}")
+    return dict(node)
+
+
+def targets(nodes: Optional[Mapping], group: str, base: Optional[type] = None) -> Dict[str, Tuple[Callable, Dict]]:
+    """{name: (target, keyword arguments)} of a group of named `_target_` nodes (a null node is
+    left out), each target resolved (a subclass of `base` if given) and its arguments checked."""
+    out = {}
+    for name, node in (nodes or {}).items():
+        if node is None:
+            continue
+        key = f"{group}.{name}"
+        if not isinstance(node, Mapping) or "_target_" not in node:
+            raise ConfigError(f"{key} is invalid; allowed: a mapping with a _target_ and its arguments")
+        path, kwargs = node["_target_"], {k: v for k, v in node.items() if k != "_target_"}
+        target = resolve_target(path, f"{key}._target_")
+        if base is not None and not (isinstance(target, type) and issubclass(target, base)):
+            raise ConfigError(f"{key}._target_={path} is invalid; allowed: a subclass of "
+                              f"{base.__module__}.{base.__qualname__}")
+        check_kwargs(target, kwargs, key, path, ())
+        out[str(name)] = (target, kwargs)
+    return out
+
+
+def instantiate(nodes: Optional[Mapping], group: str, base: Optional[type] = None) -> Dict[str, Any]:
+    """The objects of `targets`, built; a constructor's ValueError is one line naming the key."""
+    out = {}
+    for name, (target, kwargs) in targets(nodes, group, base).items():
+        try:
+            out[name] = target(**kwargs)
+        except ValueError as bad:       # constructors name the setting: "mode='x' is invalid; ..."
+            raise ConfigError(f"{group}.{name}.{one_line(bad)}") from None
+    return out
 
 
 def sampler_reads_beta(cfg: DictConfig) -> bool:

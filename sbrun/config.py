@@ -58,7 +58,7 @@ KEY_KINDS: Dict[str, str] = {
     # operational
     "device": OPERATIONAL, "data_dir": OPERATIONAL, "num_workers": OPERATIONAL, "progress": OPERATIONAL,
     "plots": OPERATIONAL, "out_dir": OPERATIONAL, "name": OPERATIONAL, "resume": OPERATIONAL,
-    "checkpoint": OPERATIONAL, "logger": OPERATIONAL, "eval_batch_size": OPERATIONAL,
+    "checkpoint": OPERATIONAL, "logger": OPERATIONAL, "callbacks": OPERATIONAL, "eval_batch_size": OPERATIONAL,
     "loss_snapshots": OPERATIONAL, "extremes": OPERATIONAL, "nan_check": OPERATIONAL,
     "deterministic": OPERATIONAL,
 }
@@ -342,6 +342,7 @@ class Config:
     model: Any = doc("model group: model=OPTION, or model._target_=pkg.Net for your own", None)
     sampler: Any = doc("sampler group: sampler=OPTION (which examples are backpropagated)", None)
     logger: Any = doc("experiment trackers: logger=csv | tensorboard | wandb | mlflow, or a list", None)
+    callbacks: Any = doc("objects on the run's hooks: +callbacks.NAME._target_=pkg.Class (not recorded)", None)
     optim: OptimConfig = doc("optimizer settings (optim.lr, optim.momentum, ...)", factory=OptimConfig)
     schedule: ScheduleConfig = doc("learning-rate schedule: schedule=OPTION, schedule.* keys",
                                    factory=ScheduleConfig)
@@ -449,7 +450,14 @@ def merge_into(schema, data: Dict[str, Any], prefix: str = ""):
 def validate(cfg: DictConfig | dict) -> Config:
     """Merge a composed config onto the schema, check every range and return the typed Config
     with component specs. Hydra's own section (`hydra:`) is ignored. Raises ConfigError."""
-    from .components import dataset_config, logger_config, model_config, sampler_config, sampler_reads_beta
+    from .components import (
+        callbacks_config,
+        dataset_config,
+        logger_config,
+        model_config,
+        sampler_config,
+        sampler_reads_beta,
+    )
 
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(cfg)
@@ -459,7 +467,7 @@ def validate(cfg: DictConfig | dict) -> Config:
     except OmegaConfBaseException as err:
         raise ConfigError(type_error_message(err)) from None
     data.pop("hydra", None)
-    parts = {k: data.pop(k, None) or {} for k in ("dataset", "model", "sampler", "logger")}
+    parts = {k: data.pop(k, None) or {} for k in ("dataset", "model", "sampler", "logger", "callbacks")}
     for group in ("dataset", "model", "sampler"):
         check_required(group, parts[group])
     run = merge_into(Config, data)
@@ -470,6 +478,7 @@ def validate(cfg: DictConfig | dict) -> Config:
     run.model = model_config(parts["model"])
     run.sampler = sampler_config(parts["sampler"])
     run.logger = logger_config(parts["logger"])
+    run.callbacks = callbacks_config(parts["callbacks"])
     return run
 
 
@@ -498,6 +507,9 @@ def to_dict(cfg: Config) -> dict:
     out["model"] = cfg.model.node()
     out["sampler"] = cfg.sampler.node()
     out["logger"] = dict(cfg.logger or {})
+    # Callbacks attach to a command (a test's spy, a harness), not to the run: a resume or a
+    # re-run does not bring them back.
+    del out["callbacks"]
     return out
 
 

@@ -1,15 +1,26 @@
-"""Public callbacks into a run: what the benchmark, the tests and trackers attach to.
-
-A run calls its own `Hooks` and the process-wide `GLOBAL` ones (for harnesses that drive the
-real command line, e.g. "kill the process after step k"). Hooks observe; they must not change
+"""Callbacks into a run: what the trackers (`logger=`), the `callbacks` config group, the Python API
+(`train(cfg, run_dir, hooks=...)`) and the benchmark attach to. Hooks observe; they must not change
 what a run computes.
+
+A callback is any object with methods named after EVENTS; `Hooks.subscribe` adds them.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, List
 
 import torch
+
+EVENTS = ("on_start", "before_step", "after_step", "on_epoch", "on_end")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_dir: Path
+    config: Dict[str, Any]     # as summary.json records it (JSON types only)
+    name: str
+    rank: int = 0
 
 
 @dataclass
@@ -25,26 +36,37 @@ class StepInfo:
 
 @dataclass
 class Hooks:
+    on_start: List[Callable[[RunInfo], None]] = field(default_factory=list)   # before training (or resuming)
     before_step: List[Callable[[StepInfo], None]] = field(default_factory=list)
     after_step: List[Callable[[StepInfo], None]] = field(default_factory=list)
     on_epoch: List[Callable[[Dict], None]] = field(default_factory=list)        # each metrics row
     on_end: List[Callable[[str, Dict], None]] = field(default_factory=list)     # status, summary
+    ended: bool = field(default=False, init=False, repr=False)
+
+    def subscribe(self, *callbacks: Any) -> Hooks:
+        """Add each callback's methods named after an event (another Hooks: its lists)."""
+        for cb in callbacks:
+            for event in EVENTS:
+                fn = getattr(cb, event, None)
+                getattr(self, event).extend(fn if isinstance(fn, list) else [fn] if callable(fn) else [])
+        return self
+
+    def start(self, run: RunInfo) -> None:
+        """on_start. If a callback cannot start, those started before it end as stopped (resumable),
+        so no tracker run is left open."""
+        try:
+            self.call("on_start", run)
+        except BaseException:
+            self.call("on_end", "stopped", {})
+            raise
 
     def call(self, event: str, *args) -> None:
-        for fn in getattr(self, event) + getattr(GLOBAL, event):
+        if event == "on_end":       # once, whichever way the run ends (a failing end falls into the failure path)
+            if self.ended:
+                return
+            self.ended = True
+        for fn in getattr(self, event):
             fn(*args)
 
     def wants(self, event: str) -> bool:
-        return bool(getattr(self, event) or getattr(GLOBAL, event))
-
-
-GLOBAL = Hooks()
-
-
-def merged(*hooks: Optional[Hooks]) -> Hooks:
-    out = Hooks()
-    for h in hooks:
-        if h is not None:
-            for name in ("before_step", "after_step", "on_epoch", "on_end"):
-                getattr(out, name).extend(getattr(h, name))
-    return out
+        return bool(getattr(self, event))

@@ -1,11 +1,13 @@
 """One run's life cycle, callable without the CLI: `train(cfg, run_dir)`.
 
 It decides whether the run directory is new, resumable or finished, builds the parts, restores
-the latest checkpoint, attaches the trackers, and records a failure's reason in summary.json
-before re-raising it. A run that fails on bad input before its first epoch leaves nothing behind.
+the latest checkpoint, starts the callbacks (trackers, the callbacks group, the caller's hooks),
+and records a failure's reason in summary.json before re-raising it. A run that fails on bad input
+before its first epoch leaves nothing behind.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -19,11 +21,12 @@ from . import outputs, records
 from . import state as run_state
 from .budget import costs_mismatch
 from .build import build, resolve_device
+from .components import instantiate
 from .config import Config, ConfigError, check_compatible, get_dotted, to_dict
 from .data import DataError
 from .distributed import Collective, local_rank
 from .fit import StopRequested, fit
-from .hooks import Hooks, merged
+from .hooks import Hooks, RunInfo
 from .proxy import proxy_setup
 
 log = logging.getLogger("sbrun")
@@ -84,8 +87,10 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     """Train (or continue) the run in `run_dir` and return its summary. A new run that fails on
     bad input before its first epoch removes its directory, unless `keep_failed` (a sweep job,
     whose failure the sweep reports from its summary.json). An existing run that is refused, or
-    fails before training continues (a bad checkpoint, moved data), is left exactly as it was."""
+    fails before training continues (a bad checkpoint, moved data), is left exactly as it was.
+    `hooks` and the callbacks group observe this command's part of the run; neither is recorded."""
     run_dir = Path(run_dir)
+    overrides = [o for o in overrides if top_key(o) != "callbacks"]
     previous = check_run_dir(run_dir, to_dict(cfg))
     latest = ckpt.latest(run_dir)
     fresh = previous is None and latest is None
@@ -106,7 +111,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     main = dist.rank == 0
     parts = run = None
     touched = False        # whether this command has written into the run directory yet
-    hooks = merged(hooks)
+    hooks = Hooks().subscribe(hooks)    # the caller's, copied: the run adds its own
     try:
         parts = build(cfg, run_dir, device, dist, list(overrides))
         run, ep = run_state.RunState.new(parts.n, device, cfg.optim.lr), None
@@ -120,7 +125,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         parts.prepared = parts.sampler.prepare(parts)
         if latest is None:      # a restored run's totals already hold the first phase's work
             run.totals["extra_work"] = float(parts.prepared.get("extra_work", 0.0))
-        attach_trackers(parts, hooks, resumed=latest is not None)
+        start_callbacks(parts, hooks, resumed=latest is not None)
         if main and (note := costs_note(parts)):
             log.warning("%s", note)
         if main and (note := proxy_note(parts)):
@@ -211,27 +216,21 @@ def training_notes(parts, run: run_state.RunState) -> Callable[[Dict], None]:
     return note
 
 
-def attach_trackers(parts, hooks: Hooks, resumed: bool) -> None:
-    """Experiment trackers (logger=...) follow the run on rank 0: every metrics row, then the
-    figures and tables when it ends; a resumed run continues the same tracker run."""
-    chosen = {k: v for k, v in (parts.cfg.logger or {}).items() if k != "csv" and v is not None}
-    if not chosen:
-        return
-    from .trackers import open_trackers
-    from .trackers.fanout import STATE_FILE
+def start_callbacks(parts, hooks: Hooks, resumed: bool) -> None:
+    """Subscribe the trackers (logger=..., rank 0 only; a resumed run continues the same tracker
+    runs) and the callbacks group to the run's hooks, and start them all."""
+    from .trackers import STATE_FILE, build
 
-    if not resumed:     # a run that starts over also starts new tracker runs
+    if not resumed and parts.dist.rank == 0:   # a run that starts over also starts new tracker runs
         (parts.run_dir / STATE_FILE).unlink(missing_ok=True)
-    config = to_dict(parts.cfg)
-    trackers = open_trackers(chosen, parts.run_dir, config, parts.run_dir.name, enabled=parts.dist.rank == 0)
-    hooks.on_epoch.append(lambda row: trackers.log_epoch(row, int(row["epoch"])))
+    hooks.subscribe(*build(parts.cfg.logger), *instantiate(parts.cfg.callbacks, "callbacks").values())
+    config = json.loads(json.dumps(to_dict(parts.cfg), default=str))    # JSON types, as summary.json holds it
+    hooks.start(RunInfo(parts.run_dir, config, parts.run_dir.name, parts.dist.rank))
 
-    def finish(status: str, summary: Dict) -> None:
-        d = parts.run_dir
-        artifacts = sorted((d / "figures").glob("*.png")) + [d / n for n in (records.COUNTS, records.SUMMARY,
-                                                                           records.METRICS) if (d / n).exists()]
-        trackers.finish(status, artifacts)
-    hooks.on_end.append(finish)
+
+def top_key(override: str) -> str:
+    """The top-level key an override sets (`+callbacks.spy._target_=...` -> callbacks)."""
+    return override.split("=", 1)[0].lstrip("+~").split(".", 1)[0]
 
 
 def discard(run_dir: Path, out_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """Shared fixtures: compose configs through Hydra's compose API and run tiny trainings in-process."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,28 +82,33 @@ def run_sbrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["sbrun", *args], code, out.getvalue(), err.getvalue())
 
 
-# Runs the real CLI, but signals itself after the K-th training step (a pre-emption or a crash at
-# a chosen point mid-epoch).
-KILLER = """
-import os, signal, sys
-from sbrun import hooks
-k, sig = int(os.environ["KILL_AFTER"]), getattr(signal, os.environ["KILL_SIGNAL"])
-count = [0]
-def step(info):
-    count[0] += 1
-    if count[0] == k:
-        os.kill(os.getpid(), sig)
-hooks.GLOBAL.after_step.append(step)
-from sbrun.cli import main
-main(sys.argv[1:])
-"""
+def run_killed(tmp_path, after, sig, *args, sleep=0.0):
+    """Run `sbrun *args` in a subprocess that sends itself `sig` after its `after`-th training step
+    (tests/spies.py's KillAfter, through the callbacks group); steps up to it take `sleep` s longer."""
+    kill = ["+callbacks.kill._target_=spies.KillAfter", f"+callbacks.kill.after={after}",
+            f"+callbacks.kill.sig={sig}", f"+callbacks.kill.sleep={sleep}"]
+    path = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-m", "sbrun", *args, *kill], cwd=tmp_path, capture_output=True,
+                          text=True, env=env, timeout=240)
 
 
-def run_killed(tmp_path, after, sig, *args):
-    """Run `sbrun *args` in a subprocess that sends itself `sig` after its `after`-th training step."""
-    env = {**os.environ, "KILL_AFTER": str(after), "KILL_SIGNAL": sig, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-c", KILLER, *args], cwd=tmp_path, capture_output=True, text=True,
-                          env=env, timeout=240)
+class Steps:
+    """Every training step of the runs given `overrides` (tests/spies.py's StepLog, attached
+    through the callbacks group); `read("epoch", "size")` -> [(epoch, size), ...]."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.overrides = ["+callbacks.steps._target_=spies.StepLog", f"+callbacks.steps.path='{path}'"]
+
+    def read(self, *fields: str) -> list:
+        rows = [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+        return [r[fields[0]] if len(fields) == 1 else tuple(r[f] for f in fields) for r in rows]
+
+
+@pytest.fixture
+def steps(tmp_path) -> Steps:
+    return Steps(tmp_path / "steps.jsonl")
 
 
 def comparable(run_dir):

@@ -5,42 +5,46 @@ Usage: torchrun --nproc_per_node=N tests/ddp_harness.py RECORD_DIR sbrun-overrid
 For each step it saves the rank's parameters before the step, the examples the rank held, the
 step's global size, the (DDP-averaged) gradient, and the parameters after the step, to
 RECORD_DIR/rank<r>.pt. tests/test_distributed.py compares them across ranks and against a
-single-process computation.
+single-process computation. The recorder is attached through the callbacks config group, and
+imported as `ddp_harness` (torchrun puts this script's folder on sys.path).
 """
+import atexit
 import os
 import sys
 
 import torch
 
-from sbrun import hooks
+
+def flat(tensors):
+    return torch.cat([t.detach().flatten().clone() for t in tensors])
+
+
+class Recorder:
+    def __init__(self, out: str):
+        self.steps = []
+        self.path = os.path.join(out, f"rank{os.environ.get('RANK', '0')}.pt")
+        atexit.register(self.save)    # however the run ends, as the process exits
+
+    def before_step(self, info):
+        self.steps.append({"before": flat(info.model.parameters()), "idx": info.idx.clone(), "total": info.total,
+                           "epoch": info.epoch})
+
+    def after_step(self, info):
+        # the optimizer has stepped; the (DDP-averaged) gradients are still in .grad
+        self.steps[-1]["grad"] = flat(p.grad if p.grad is not None else torch.zeros_like(p)
+                                      for p in info.model.parameters())
+        self.steps[-1]["after"] = flat(info.model.parameters())
+
+    def save(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        torch.save(self.steps, self.path)
 
 
 def main() -> None:
-    record_dir, argv = sys.argv[1], sys.argv[2:]
-    rank = int(os.environ.get("RANK", "0"))
-    steps = []
-
-    def flat(model):
-        return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-
-    def before(info):
-        steps.append({"before": flat(info.model), "idx": info.idx.clone(), "total": info.total,
-                      "epoch": info.epoch})
-
-    def after(info):
-        # the optimizer has stepped; the (DDP-averaged) gradients are still in .grad
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in info.model.parameters()]
-        steps[-1]["grad"] = torch.cat([g.detach().flatten().clone() for g in grads])
-        steps[-1]["after"] = flat(info.model)
-
-    hooks.GLOBAL.before_step.append(before)
-    hooks.GLOBAL.after_step.append(after)
     from sbrun.cli import main as sbrun_main
-    try:
-        sbrun_main(argv)
-    finally:
-        os.makedirs(record_dir, exist_ok=True)
-        torch.save(steps, os.path.join(record_dir, f"rank{rank}.pt"))
+
+    record_dir, argv = sys.argv[1], sys.argv[2:]
+    sbrun_main(argv + ["+callbacks.record._target_=ddp_harness.Recorder", f"+callbacks.record.out='{record_dir}'"])
 
 
 if __name__ == "__main__":

@@ -7,24 +7,11 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, comparable, run_killed, run_sbrun
-from sbrun import hooks
 from sbrun.budget import Costs, Meter, Usage
 from sbrun.config import BudgetConfig, ScheduleConfig
 from sbrun.schedule import relative_lr
 
 N, BATCH = 512, 32
-
-
-@pytest.fixture
-def lr_log():
-    """The learning rate of every step, through the public step hook."""
-    lrs = []
-
-    def spy(info):
-        lrs.append(info.lr)
-    hooks.GLOBAL.after_step.append(spy)
-    yield lrs
-    hooks.GLOBAL.after_step.remove(spy)
 
 
 # --- pure functions -------------------------------------------------------------------------------
@@ -73,13 +60,15 @@ def budget_run(tmp_path, *args, name="b"):
 @pytest.mark.parametrize("unit,amount", [("epochs", 2.5), ("backprops", 1.5), ("work", 1.5),
                                          pytest.param("seconds", 0.6, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "step"])
-def test_the_last_step_runs_at_the_final_learning_rate(tmp_path, lr_log, unit, amount, schedule):
+def test_the_last_step_runs_at_the_final_learning_rate(tmp_path, steps, unit, amount, schedule):
     final = 0.05
     # epochs and seconds can run out between steps (at a chunk boundary, or during scoring): then
     # only epoch_end=flush takes a last step at the final lr; the default (carry) leaves the queue
     flush = ["sampler.epoch_end=flush"] if unit in ("epochs", "seconds") else []
     run, df, summary = budget_run(tmp_path, "sampler=sb", f"schedule={schedule}", f"budget.unit={unit}",
-                                  f"budget.amount={amount}", f"schedule.final_lr_frac={final}", "epochs=1", *flush)
+                                  f"budget.amount={amount}", f"schedule.final_lr_frac={final}", "epochs=1", *flush,
+                                  *steps.overrides)
+    lr_log = steps.read("lr")
     assert summary["status"] == "finished" and summary["stop_reason"] == "budget"
     base = 0.05                                           # TINY's optim.lr
     assert lr_log[-1] == pytest.approx(final * base, rel=0.01)

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from conftest import assert_same_run, comparable
-from sbrun import hooks
 from sbrun.build import build, resolve_device
 from sbrun.config import ConfigError
 from sbrun.loop import score
@@ -14,23 +13,12 @@ def metrics(run_dir):
     return pd.read_csv(run_dir / "metrics.csv")
 
 
-@pytest.fixture
-def step_log():
-    """Record (epoch, step size) of every training step, through the public step hook."""
-    sizes = []
-
-    def spy(info):
-        sizes.append((info.epoch, info.idx.numel(), info.total))
-    hooks.GLOBAL.after_step.append(spy)
-    yield sizes
-    hooks.GLOBAL.after_step.remove(spy)
-
-
 @pytest.mark.parametrize("sampler", ["sb", "stale_sb", "random", "topk", "kath18", "composer"])
-def test_with_epoch_end_flush_every_step_is_a_full_batch_except_the_epoch_flush(run_tiny, step_log, sampler):
+def test_with_epoch_end_flush_every_step_is_a_full_batch_except_the_epoch_flush(run_tiny, steps, sampler):
     extra = ["sampler.variable_start=false"] if sampler == "kath18" else []
     run_dir, summary = run_tiny(f"sampler={sampler}", "sampler.epoch_end=flush", "epochs=4", "select_batch_size=48",
-                                *extra)
+                                *extra, *steps.overrides)
+    step_log = steps.read("epoch", "size", "total")
     df = metrics(run_dir)
     for epoch in range(4):
         sizes = [n for e, n, total in step_log if e == epoch]
@@ -41,11 +29,12 @@ def test_with_epoch_end_flush_every_step_is_a_full_batch_except_the_epoch_flush(
 
 
 @pytest.mark.parametrize("sampler", ["sb", "stale_sb", "random", "topk", "kath18", "composer", "infobatch"])
-def test_by_default_every_step_is_a_full_batch_and_leftovers_wait(run_tiny, step_log, sampler):
+def test_by_default_every_step_is_a_full_batch_and_leftovers_wait(run_tiny, steps, sampler):
     # select_batch_size=48 and 512 examples: an epoch's choice is rarely a multiple of 32, so
     # something is left at most epoch ends; it waits for the next epoch instead of a smaller step
     extra = ["sampler.variable_start=false"] if sampler == "kath18" else []
-    run_dir, summary = run_tiny(f"sampler={sampler}", "epochs=4", "select_batch_size=48", *extra)
+    run_dir, summary = run_tiny(f"sampler={sampler}", "epochs=4", "select_batch_size=48", *extra, *steps.overrides)
+    step_log = steps.read("epoch", "size", "total")
     assert step_log and all(n == 32 for _, n, _ in step_log), step_log
     df = metrics(run_dir)
     per_epoch = [sum(n for e, n, _ in step_log if e == epoch) for epoch in range(4)]
@@ -53,10 +42,10 @@ def test_by_default_every_step_is_a_full_batch_and_leftovers_wait(run_tiny, step
     assert summary["total_backprops"] == 32 * len(step_log)        # the run's last leftovers: never counted
 
 
-def test_traditional_keeps_its_partial_last_batch(run_tiny, step_log):
+def test_traditional_keeps_its_partial_last_batch(run_tiny, steps):
     # 500 examples in batches of 32: 15 full steps and one of 500 mod 32 = 20, every epoch
-    run_tiny("sampler=traditional", "dataset.n_train=500", "epochs=2")
-    assert [n for _, n, _ in step_log] == ([32] * 15 + [20]) * 2
+    run_tiny("sampler=traditional", "dataset.n_train=500", "epochs=2", *steps.overrides)
+    assert steps.read("size") == ([32] * 15 + [20]) * 2
 
 
 def test_sb_backprops_about_a_third_after_priming(run_tiny):

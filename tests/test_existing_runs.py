@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import TINY, run_sbrun
+from conftest import TINY, run_killed, run_sbrun
 from sbrun import checkpoint as ckpt
 
 
@@ -77,30 +77,11 @@ def test_a_refused_resume_leaves_every_file_byte_identical(tmp_path, keep):
 
 # --- 4. wall time across a mid-epoch resume -----------------------------------------------------
 
-# Signals itself with SIGTERM after step K, each step before it made 50 ms slower, so the epoch's
-# time before the stop is far larger than any overhead of the resume.
-SLOW_KILLER = """
-import os, signal, sys, time
-from sbrun import hooks
-k = int(os.environ["KILL_AFTER"])
-count = [0]
-def step(info):
-    count[0] += 1
-    if count[0] <= k:
-        time.sleep(0.05)
-    if count[0] == k:
-        os.kill(os.getpid(), signal.SIGTERM)
-hooks.GLOBAL.after_step.append(step)
-from sbrun.cli import main
-main(sys.argv[1:])
-"""
-
-
 def test_wall_time_is_at_least_train_time_after_a_mid_epoch_resume(tmp_path):
     args = [*TINY, "sampler=traditional", "epochs=2", f"out_dir={tmp_path}", "name=w"]
-    env = {**os.environ, "KILL_AFTER": "12", "MPLBACKEND": "Agg"}
-    stopped = subprocess.run([sys.executable, "-c", SLOW_KILLER, *args], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=240)
+    # SIGTERM after step 12, each step before it 50 ms slower, so the epoch's time before the stop
+    # is far larger than any overhead of the resume
+    stopped = run_killed(tmp_path, 12, "SIGTERM", *args, sleep=0.05)
     assert stopped.returncode == 3, stopped.stderr
     run = tmp_path / "runs" / "w"
     assert ckpt.load(ckpt.latest(run))["chunk"]          # stopped inside epoch 1

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from conftest import TINY, run_sbrun
-from sbrun import hooks
 from sbrun.samplers import Ctx, Need, SamplerEnv, rules
 from sbrun.samplers.baselines import ComposerConfig, Kath18Config
 from sbrun.samplers.sb import fresh_epoch
@@ -22,15 +21,6 @@ def ctx(n, epoch=1, seed=0):
 def test_stale_sb_cadence(cadence, fresh):
     assert [e for e in range(9) if fresh_epoch(e, 3, cadence)] == fresh
     assert all(fresh_epoch(e, 1, cadence) for e in range(5))        # plain SB scores every epoch either way
-
-
-@pytest.fixture
-def step_sizes():
-    sizes = []
-    fn = lambda info: sizes.append((info.epoch, info.total))       # noqa: E731
-    hooks.GLOBAL.after_step.append(fn)
-    yield sizes
-    hooks.GLOBAL.after_step.remove(fn)
 
 
 def authors_sb_steps(groups, batch):
@@ -64,8 +54,9 @@ def chunk_log(monkeypatch):
     return log
 
 
-def test_stale_sb_as_the_authors_ran_it(run_tiny, step_sizes, chunk_log):
-    run_dir, summary = run_tiny("sampler=stale_sb_authors", "epochs=6")
+def test_stale_sb_as_the_authors_ran_it(run_tiny, steps, chunk_log):
+    run_dir, summary = run_tiny("sampler=stale_sb_authors", "epochs=6", *steps.overrides)
+    step_sizes = steps.read("epoch", "total")
     df = pd.read_csv(run_dir / "metrics.csv")
     per_epoch = df["select_forwards"].diff().fillna(df["select_forwards"].iloc[0]).tolist()
     # priming is scored (cost only); the authors' per-example counter scores selective epoch 2

@@ -1,6 +1,7 @@
 """The `logger` group: what each tracker wrote is read back from its own files (TensorBoard event
 files, the MLflow file store, the W&B offline run), resumes continue the same tracker run without
-duplicate steps, and a missing package or a bad setting is one line before any training."""
+duplicate steps, and a missing package or a bad setting is one line before any training. Trackers
+are driven as the runner drives them: subscribed to a run's Hooks."""
 from __future__ import annotations
 
 import importlib.util
@@ -16,7 +17,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from sbrun.config import ConfigError
-from sbrun.trackers import STATE_FILE, Tracker, Trackers, TrackerUnavailable, check_trackers, open_trackers
+from sbrun.hooks import Hooks, RunInfo
+from sbrun.trackers import STATE_FILE, Tracker, TrackerUnavailable, build
 from sbrun.trackers.base import flat_params, numeric_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,14 +55,14 @@ def png(path: Path, size=(12, 8)) -> Path:
     return path
 
 
-def outputs(run_dir: Path):
-    """The files the runner hands to finish(): figures, counts, summary, metrics."""
+def outputs(run_dir: Path) -> None:
+    """The files a tracker hands on when the run ends: figures, counts, summary, metrics (not
+    loss_snapshots.npz, also written here)."""
     png(run_dir / "figures" / "curve.png")
     (run_dir / "selection_counts.csv").write_text("index,backprops\n0,1\n")
     (run_dir / "summary.json").write_text('{"status": "finished"}\n')
     (run_dir / "metrics.csv").write_text("epoch,test_acc\n1,0.1\n")
-    return [run_dir / "figures", run_dir / "selection_counts.csv", run_dir / "summary.json",
-            run_dir / "metrics.csv", run_dir / "loss_snapshots.npz"]   # the last one is absent: skipped
+    (run_dir / "loss_snapshots.npz").write_bytes(b"")
 
 
 def row(epoch: int, acc: float) -> dict:
@@ -68,12 +70,20 @@ def row(epoch: int, acc: float) -> dict:
             "is_active": True}
 
 
+def opened(trackers, run_dir, config=CONFIG, rank=0) -> Hooks:
+    """The trackers subscribed to a run's hooks and started, as the runner does it."""
+    hooks = Hooks().subscribe(*trackers)
+    hooks.start(RunInfo(Path(run_dir), config, "run-a", rank))
+    return hooks
+
+
 def session(cfg, run_dir, epochs, status, acc=lambda e: e / 10, config=CONFIG):
-    trackers = open_trackers(cfg, run_dir, config, "run-a", enabled=True)
+    hooks = opened(build(cfg), run_dir, config)
     for e in epochs:
-        trackers.log_epoch(row(e, acc(e)), step=e)
-    trackers.finish(status, outputs(run_dir))
-    return trackers
+        hooks.call("on_epoch", row(e, acc(e)))
+    outputs(run_dir)
+    hooks.call("on_end", status, {})
+    return hooks
 
 
 # --- config group, preflight, one-line errors -------------------------------------------------
@@ -84,8 +94,11 @@ def test_the_logger_group_composes_several_trackers_with_their_settings():
     assert list(cfg) == ["csv", "tensorboard", "wandb", "mlflow"]
     assert cfg["tensorboard"]["_target_"] == "sbrun.trackers.tensorboard.TensorBoardTracker"
     assert cfg["wandb"]["project"] == "cifar" and cfg["mlflow"]["experiment"] == "e1"
-    check_trackers(cfg)   # every package is installed in the test environment
-    assert list(_compose(["csv"], [])) == ["csv"]
+    trackers = build(cfg)   # every package is installed in the test environment
+    assert [(t.name, type(t).__name__) for t in trackers] == [
+        ("tensorboard", "TensorBoardTracker"), ("wandb", "WandbTracker"), ("mlflow", "MlflowTracker")]
+    assert trackers[1].project == "cifar" and trackers[2].experiment == "e1"
+    assert _compose(["csv"], []) == {"csv": None} and build({"csv": None}) == []   # csv: no tracker
 
 
 @pytest.mark.parametrize("option", sorted(EXTRAS))
@@ -94,37 +107,37 @@ def test_a_missing_package_is_one_line_naming_the_extra(option, monkeypatch, tmp
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == EXTRAS[option] else real(name, *a))
     cfg = _compose(["csv", option], [])
-    for call in (lambda: check_trackers(cfg), lambda: open_trackers(cfg, tmp_path, CONFIG, "r", True)):
-        with pytest.raises(TrackerUnavailable) as err:
-            call()
-        msg = str(err.value)
-        assert msg == (f"logger={option} needs the {EXTRAS[option]} package; "
-                       f"install it with pip install 'sbrun[{option}]'")
-        assert isinstance(err.value, ConfigError)   # the CLI's usage error: exit 2
+    with pytest.raises(TrackerUnavailable) as err:
+        build(cfg)      # the preflight and the runner alike, before anything starts
+    msg = str(err.value)
+    assert msg == (f"logger={option} needs the {EXTRAS[option]} package; "
+                   f"install it with pip install 'sbrun[{option}]'")
+    assert isinstance(err.value, ConfigError)   # the CLI's usage error: exit 2
     assert not any(tmp_path.iterdir())             # nothing started, nothing written
 
 
 @pytest.mark.parametrize("node, words", [
     ({"wandb": {"_target_": "sbrun.trackers.wandb.WandbTracker", "projct": "x"}},
-     ["logger.wandb.projct", "allowed: project, entity"]),
+     ["logger.wandb.projct", "allowed: dir, entity, group, job_type, mode, project, tags"]),
     ({"wandb": {"_target_": "sbrun.trackers.wandb.WandbTracker", "mode": "sometimes"}},
      ["logger.wandb.mode='sometimes'", "offline"]),
-    ({"tb": {"_target_": "sbrun.trackers.nope.Tracker"}}, ["logger.tb._target_", "not a tracker class"]),
-    ({"tb": {"_target_": "builtins.dict"}}, ["logger.tb._target_"]),
+    ({"mlflow": {"_target_": "sbrun.trackers.mlflow.MlflowTracker", "experiment": 3}},
+     ["logger.mlflow.experiment=3 is invalid; allowed: a string"]),
+    ({"tb": {"_target_": "sbrun.trackers.nope.Tracker"}}, ["logger.tb._target_", "cannot be imported"]),
+    ({"tb": {"_target_": "builtins.dict"}}, ["logger.tb._target_", "a subclass of sbrun.trackers.base.Tracker"]),
     ({"tb": {"dir": "x"}}, ["logger.tb", "_target_"]),
 ])
 def test_a_bad_tracker_setting_is_one_line_naming_the_key(node, words):
     with pytest.raises(ConfigError) as err:
-        check_trackers(node)
+        build(node)
     msg = str(err.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
 
 
 def test_choosing_csv_alone_imports_no_tracker_package_and_writes_nothing(tmp_path):
-    code = ("import sys; from pathlib import Path; from sbrun.trackers import check_trackers, open_trackers\n"
-            "cfg = {'csv': {'_target_': 'sbrun.trackers.base.CsvTracker'}}\n"
-            "check_trackers(cfg); t = open_trackers(cfg, Path(sys.argv[1]), {}, 'r', True)\n"
-            "t.log_epoch({'epoch': 1, 'a': 1.0}, 1); t.finish('finished', [])\n"
+    code = ("import sys; from pathlib import Path; from sbrun.trackers import build; from sbrun.hooks import *\n"
+            "h = Hooks().subscribe(*build({'csv': None})); h.start(RunInfo(Path(sys.argv[1]), {}, 'r'))\n"
+            "h.call('on_epoch', {'epoch': 1, 'a': 1.0}); h.call('on_end', 'finished', {})\n"
             "print(sorted(m for m in ('wandb', 'mlflow', 'tensorboard') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -132,13 +145,16 @@ def test_choosing_csv_alone_imports_no_tracker_package_and_writes_nothing(tmp_pa
     assert not any(tmp_path.iterdir())
 
 
-# --- the fan-out ------------------------------------------------------------------------------
+# --- a tracker on the run's hooks ----------------------------------------------------------------
 
 class Recorder(Tracker):
     """A test tracker that keeps what it was sent; `fail_at` makes it raise at that step."""
 
-    def __init__(self, fail_at=None):
-        self.fail_at, self.logged, self.finished = fail_at, [], None
+    def __init__(self, name, fail_at=None):
+        self.name, self.fail_at, self.logged, self.finished = name, fail_at, [], None
+
+    def start(self, run, saved):
+        return {"id": f"{self.name}-1"}
 
     def log_metrics(self, metrics, step):
         if step == self.fail_at:
@@ -149,24 +165,39 @@ class Recorder(Tracker):
         self.finished = (status, [p.name for p in artifacts])
 
 
-def test_the_fan_out_sends_numbers_once_per_step_and_drops_a_failing_tracker(tmp_path, caplog):
-    good, bad = Recorder(), Recorder(fail_at=2)
-    fan = Trackers({"good": good, "bad": bad}, tmp_path / STATE_FILE)
+def test_trackers_get_numbers_once_per_step_and_a_failing_one_is_dropped(tmp_path, caplog):
+    good, bad = Recorder("good"), Recorder("bad", fail_at=2)
+    hooks = opened([good, bad], tmp_path)
     for step in (1, 2, 2, 1, 3):   # a replayed step is not sent again
-        fan.log_epoch(row(step, step / 10), step)
+        hooks.call("on_epoch", row(step, step / 10))
     assert [s for s, _ in good.logged] == [1, 2, 3] and [s for s, _ in bad.logged] == [1]
     # NaN and text are dropped, a bool becomes 0/1
     assert good.logged[0][1] == {"epoch": 1.0, "test_acc": 0.1, "lr": 0.1, "is_active": 1.0}
-    assert fan.names == ["good"]
     warning = [r.getMessage() for r in caplog.records if "tracker bad" in r.getMessage()]
     assert len(warning) == 1 and "server unreachable" in warning[0] and "\n" not in warning[0]
-    assert json.loads((tmp_path / STATE_FILE).read_text())["last_step"] == 3
-    fan.finish("stopped", outputs(tmp_path))
-    fan.finish("finished", [])   # a second finish is ignored
+    assert json.loads((tmp_path / STATE_FILE).read_text()) == {"good": {"id": "good-1", "last_step": 3},
+                                                               "bad": {"id": "bad-1", "last_step": 1}}
+    outputs(tmp_path)
+    hooks.call("on_end", "stopped", {})
+    hooks.call("on_end", "finished", {})   # a second end is ignored
     assert good.finished == ("stopped", ["curve.png", "selection_counts.csv", "summary.json", "metrics.csv"])
     assert bad.finished is None
     with pytest.raises(ValueError):
-        Trackers().finish("done", [])
+        Hooks().subscribe(Recorder("x")).call("on_end", "done", {})
+
+
+def test_a_resumed_tracker_continues_from_its_own_last_step(tmp_path):
+    (tmp_path / STATE_FILE).write_text(json.dumps({"good": {"id": "good-1", "last_step": 2}}))
+    good, new = Recorder("good"), Recorder("new")
+    hooks = opened([good, new], tmp_path)
+    for step in (2, 3):
+        hooks.call("on_epoch", row(step, step / 10))
+    assert [s for s, _ in good.logged] == [3] and [s for s, _ in new.logged] == [2, 3]
+    # a trackers.json written before the steps were per tracker: its shared last_step
+    (tmp_path / STATE_FILE).write_text(json.dumps({"last_step": 3, "good": {"id": "good-1"}}))
+    old = Recorder("good")
+    opened([old], tmp_path).call("on_epoch", row(3, 0.3))
+    assert old.logged == [] and old.step == 3
 
 
 def test_pure_conversions():
@@ -176,15 +207,16 @@ def test_pure_conversions():
         == {"a.b": 1, "a.c": "[0.5, 1]", "d": "null", "e": "s", "f": True}
 
 
-def test_disabled_trackers_log_nothing(tmp_path, wandb_offline):
+def test_trackers_on_other_ranks_log_nothing(tmp_path, wandb_offline):
     cfg = _compose(["csv", "tensorboard", "wandb", "mlflow"], [])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     config = {**CONFIG, "out_dir": str(tmp_path / "results")}
-    fan = open_trackers(cfg, run_dir, config, "rank1", enabled=False)
-    fan.log_epoch(row(1, 0.1), 1)
-    fan.finish("finished", [])
-    assert fan.names == [] and list(run_dir.iterdir()) == []
+    trackers = build(cfg)
+    hooks = opened(trackers, run_dir, config, rank=1)
+    hooks.call("on_epoch", row(1, 0.1))
+    hooks.call("on_end", "finished", {})
+    assert [t.run_dir for t in trackers] == [None, None, None] and list(run_dir.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]   # no mlruns/, no wandb/
 
 
@@ -218,20 +250,24 @@ def test_tensorboard_and_mlflow_read_back_and_resume_the_same_runs_after_a_kill(
 
     # First process: epochs 1-3 reach the trackers, then a SIGKILL lands after step 3 was sent
     # but before it was recorded (trackers.json still says 2).
-    first = open_trackers(cfg, run_dir, config, "run-a", enabled=True)
+    tensorboard, mlflow = trackers = build(cfg)
+    first = opened(trackers, run_dir, config)
     for e in (1, 2, 3):
-        first.log_epoch(row(e, e / 10), e)
-    first.trackers["tensorboard"].writer.close()   # the process dies: no finish()
+        first.call("on_epoch", row(e, e / 10))
+    tensorboard.writer.close()   # the process dies: no on_end
     ids = json.loads((run_dir / STATE_FILE).read_text())
-    (run_dir / STATE_FILE).write_text(json.dumps({**ids, "last_step": 2}))
+    assert ids["tensorboard"]["last_step"] == ids["mlflow"]["last_step"] == 3
+    (run_dir / STATE_FILE).write_text(json.dumps({k: {**v, "last_step": 2} for k, v in ids.items()}))
 
     # The resumed process replays epoch 3 (a different value on a GPU) and goes on.
-    second = open_trackers(cfg, run_dir, config, "run-a", enabled=True)
+    second = opened(build(cfg), run_dir, config)
     for e in (3, 4, 5):
-        second.log_epoch(row(e, e / 10 + 0.01), e)
-    second.finish("stopped", outputs(run_dir))
+        second.call("on_epoch", row(e, e / 10 + 0.01))
+    outputs(run_dir)
+    second.call("on_end", "stopped", {})
     resumed = json.loads((run_dir / STATE_FILE).read_text())
-    assert resumed["mlflow"]["run_id"] == ids["mlflow"]["run_id"] and resumed["last_step"] == 5
+    assert resumed["mlflow"]["run_id"] == ids["mlflow"]["run_id"]
+    assert resumed["mlflow"]["last_step"] == resumed["tensorboard"]["last_step"] == 5
 
     # TensorBoard: one event file series, steps 1..5 once each; the purged step 3 is the replay's.
     scalars, text, hparams, images = read_tensorboard(run_dir / "tensorboard")
@@ -359,9 +395,9 @@ def test_a_tracker_that_cannot_start_is_one_line_and_closes_the_others(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     # A resumed run whose MLflow run is not in the store (results moved, store deleted).
-    (run_dir / STATE_FILE).write_text(json.dumps({"last_step": 2, "mlflow": {"run_id": "0" * 32}}))
+    (run_dir / STATE_FILE).write_text(json.dumps({"mlflow": {"run_id": "0" * 32, "last_step": 2}}))
     with pytest.raises(TrackerUnavailable) as err:
-        open_trackers(cfg, run_dir, {**CONFIG, "out_dir": str(tmp_path)}, "r", True)
+        opened(build(cfg), run_dir, {**CONFIG, "out_dir": str(tmp_path)})
     msg = str(err.value)
     assert msg.startswith("logger=mlflow could not start: ") and "0" * 32 in msg and "\n" not in msg
     _, text, _, _ = read_tensorboard(run_dir / "tensorboard")   # TensorBoard was closed, resumable
@@ -383,4 +419,4 @@ def test_a_run_through_the_command_line_follows_in_tensorboard_and_resumes_the_s
     steps = [s for s, _ in scalars["test_acc"]]
     assert steps == [1, 2, 3]                                         # one series, no duplicate epoch
     assert [v for _, v in scalars["test_acc"]] == pytest.approx(metrics["test_acc"].tolist(), rel=1e-6)
-    assert json.loads((run / STATE_FILE).read_text())["last_step"] == 3
+    assert json.loads((run / STATE_FILE).read_text())["tensorboard"]["last_step"] == 3

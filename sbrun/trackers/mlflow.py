@@ -7,15 +7,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .base import RunInfo, Tracker, flat_params, relative_to_run
+from .base import RunInfo, Tracker, flat_params
 
 STATUS = {"finished": "FINISHED", "failed": "FAILED", "stopped": "KILLED"}
-
-
-def default_uri(config: Dict[str, Any], run_dir: Path) -> str:
-    """file:<out_dir>/mlruns: one store for all runs and sweeps under out_dir."""
-    out_dir = Path(config.get("out_dir") or Path(run_dir).parent)
-    return (out_dir / "mlruns").resolve().as_uri()
 
 
 class MlflowTracker(Tracker):
@@ -26,20 +20,18 @@ class MlflowTracker(Tracker):
         if not experiment:
             raise ValueError(f"experiment={experiment!r} is invalid; allowed: an MLflow experiment name")
         self.tracking_uri, self.experiment, self.tags = tracking_uri, experiment, dict(tags or {})
-        self.client = None
-        self.run_id: Optional[str] = None
-        self.run_dir: Optional[Path] = None
         self.stored_step = 0
 
     def start(self, run: RunInfo, saved: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        uri = self.tracking_uri or default_uri(run.config, run.run_dir)
+        # by default file:<out_dir>/mlruns: one store for all runs and sweeps under out_dir
+        uri = self.tracking_uri or (Path(run.config.get("out_dir") or run.run_dir.parent) / "mlruns").resolve().as_uri()
         if "://" not in uri or uri.startswith("file:"):
             # MLflow 3 refuses its file store unless asked; it is the store that needs no server
             # or database and takes concurrent sweep jobs on a shared file system.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         from mlflow.tracking import MlflowClient
 
-        self.client, self.run_dir = MlflowClient(uri), run.run_dir
+        self.client = MlflowClient(uri)
         params = flat_params(run.config)
         if saved and saved.get("run_id"):
             self.run_id = saved["run_id"]
@@ -52,7 +44,7 @@ class MlflowTracker(Tracker):
             params = {k: v for k, v in params.items() if k not in known.params}   # params are write-once
         else:
             tags = {"sbrun.run_dir": str(Path(run.run_dir).resolve()), **self.tags}
-            self.run_id = self.client.create_run(self._experiment_id(), run_name=run.run_name,
+            self.run_id = self.client.create_run(self._experiment_id(), run_name=run.name,
                                                  tags=tags).info.run_id
         self._log_params(params)
         return {"run_id": self.run_id, "tracking_uri": uri}
@@ -87,8 +79,7 @@ class MlflowTracker(Tracker):
     def finish(self, status: str, artifacts: List[Path]) -> None:
         try:
             for path in artifacts:   # kept at their place relative to the run directory
-                rel = relative_to_run(path, self.run_dir)
-                folder = rel.parent.as_posix() if rel is not None and rel.parent != Path() else None
-                self.client.log_artifact(self.run_id, str(path), folder)
+                folder = path.relative_to(self.run_dir).parent.as_posix()
+                self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
         finally:
             self.client.set_terminated(self.run_id, status=STATUS[status])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .base import RunInfo, Tracker, flat_params, is_image
+from .base import RunInfo, Tracker, flat_params
 
 
 class TensorBoardTracker(Tracker):
@@ -15,8 +15,6 @@ class TensorBoardTracker(Tracker):
                  hparam_metrics: Sequence[str] = ("test_acc", "test_loss", "train_loss")):
         self.dir = dir
         self.hparam_metrics = list(hparam_metrics or ())
-        self.writer = None
-        self.step = 0
 
     def start(self, run: RunInfo, saved: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
@@ -25,9 +23,7 @@ class TensorBoardTracker(Tracker):
         # purge_step: events an earlier process wrote after its last recorded step (it was killed
         # between logging and recording) are hidden from readers, so the resumed curve has no
         # duplicate steps.
-        purge = run.resume_step + 1 if run.resumed else None
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge)
-        self.step = run.resume_step or 0
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=self.step + 1 if saved else None)
         if saved is None:   # the config is written once per tracker run, not on every resume
             self._write_config(run.config)
         self.writer.flush()
@@ -49,14 +45,13 @@ class TensorBoardTracker(Tracker):
         for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()   # a live `tensorboard` sees every epoch; a kill loses nothing sent
-        self.step = step
 
     def finish(self, status: str, artifacts: List[Path]) -> None:
         import numpy as np
         from PIL import Image
 
         try:
-            for path in filter(is_image, artifacts):
+            for path in (p for p in artifacts if p.suffix == ".png"):
                 with Image.open(path) as img:
                     pixels = np.asarray(img.convert("RGB"))
                 self.writer.add_image(f"figures/{path.stem}", pixels, self.step, dataformats="HWC")

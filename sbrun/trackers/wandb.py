@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .base import RunInfo, Tracker, is_image, relative_to_run
+from .base import RunInfo, Tracker
 
 MODES = ("online", "offline", "disabled")
 # W&B marks any non-zero exit code failed; "stopped" is also flagged as pre-empted (resumable).
@@ -26,9 +26,6 @@ class WandbTracker(Tracker):
             raise ValueError(f"project={project!r} is invalid; allowed: a W&B project name")
         self.project, self.entity, self.mode = project, entity, mode
         self.group, self.tags, self.job_type, self.dir = group, list(tags or ()), job_type, dir
-        self.run = None
-        self.run_dir: Optional[Path] = None
-        self.step = 0
 
     def start(self, run: RunInfo, saved: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         import wandb
@@ -38,29 +35,25 @@ class WandbTracker(Tracker):
         wandb_dir.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
             project=self.project, entity=self.entity, mode=self.mode, group=self.group,
-            tags=self.tags or None, job_type=self.job_type, dir=str(wandb_dir), name=run.run_name,
+            tags=self.tags or None, job_type=self.job_type, dir=str(wandb_dir), name=run.name,
             id=run_id, resume="allow" if saved else "never", config=run.config,
             # sbrun writes run.log itself; W&B's console capture would also wrap tqdm's bar.
             # create_new: a sweep's jobs run one after another in one process.
             settings=wandb.Settings(console="off", reinit="create_new"))
-        self.step, self.run_dir = run.resume_step or 0, run.run_dir
         return {"id": run_id, "project": self.project, "entity": self.entity}
 
     def log_metrics(self, metrics: Dict[str, float], step: int) -> None:
         self.run.log(metrics, step=step)
-        self.step = step
 
     def finish(self, status: str, artifacts: List[Path]) -> None:
         import wandb
 
         try:
-            images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in artifacts if is_image(p)}
+            images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in artifacts if p.suffix == ".png"}
             if images:   # the last epoch's step: media sit with the final metrics
                 self.run.log(images, step=self.step)
             for path in artifacts:   # the Files tab, under the path relative to the run directory
-                inside = relative_to_run(path, self.run_dir) is not None
-                base = self.run_dir.resolve() if inside else path.parent
-                self.run.save(str(path.resolve()), base_path=str(base), policy="now")
+                self.run.save(str(path.resolve()), base_path=str(self.run_dir.resolve()), policy="now")
             self.run.summary["status"] = status
             if status == "stopped":
                 self.run.mark_preempting()
