@@ -30,7 +30,7 @@ CASES = ([[]] + [[f"dataset={d}"] for d in _options("dataset")]
          # precedence: the command line over a dataset's recipe, over an experiment's choices
          + [["dataset=mnist", "model=mlp", "schedule=cosine", "optim.lr=0.05", "epochs=7"],
             ["dataset=cifar10", "experiment=mini_mnist"],
-            ["experiment=paper_svhn", "dataset=cifar100"],
+            ["experiment=paper_cifar10", "dataset=cifar100"],
             ["dataset=svhn", "debug=fast", "sampler=rho"]])
 
 
