@@ -45,7 +45,8 @@ from .records import SUMMARY, OutputError, read_json
 
 log = logging.getLogger("sbrun")
 
-GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "experiment", "debug", "logger", "callbacks")
+GROUPS = ("dataset", "model", "sampler", "optim", "schedule", "recipe", "experiment", "debug", "logger",
+          "callbacks")
 MAX_PREFLIGHT_JOBS = 512
 # Exit codes: 0 done, 1 a run failed, 2 bad input, 3 stopped by a signal (resumable).
 EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
@@ -120,15 +121,70 @@ def _split_target(node: Any, group: str) -> tuple[str, Dict[str, Any]]:
     return node.pop("_target_"), node
 
 
+def sampler_schema(cls: type) -> Dict[str, Any]:
+    """A sampler config dataclass's defaults as a node with its `_target_`. beta is left out:
+    a sampler that follows the run's beta says `beta: ${beta}` in its YAML, and one that ignores
+    it (a fixed keep) then has no beta in its node, nor in tables and resume checks."""
+    node = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **dataclasses.asdict(cls())}
+    node.pop("beta", None)
+    return node
+
+
+def schema_nodes() -> Dict[str, Dict[str, Any]]:
+    """The nodes config.register_schema stores for conf/ to extend, by Hydra path: the generic
+    dataset keys (name and loader are each dataset's own) and every built-in sampler by name."""
+    from .samplers.base import TraditionalConfig
+    from .samplers.baselines import ComposerConfig, Kath18Config, RandomConfig, TopKConfig
+    from .samplers.infobatch import InfoBatchConfig
+    from .samplers.kakurenbo import KakurenboConfig
+    from .samplers.rho import RhoConfig
+    from .samplers.rs2 import RS2Config
+    from .samplers.sb import SBConfig
+
+    dataset = {k: v for k, v in dataclasses.asdict(DatasetConfig()).items() if k not in ("name", "target", "loader")}
+    samplers = (TraditionalConfig, SBConfig, RandomConfig, TopKConfig, ComposerConfig, Kath18Config,
+                InfoBatchConfig, KakurenboConfig, RhoConfig, RS2Config)
+    return {"schema/dataset": dataset, **{f"schema/sampler/{c.name}": sampler_schema(c) for c in samplers}}
+
+
+def extended(group: str, defaults: Any) -> Dict[str, Any]:
+    """The node a group option's defaults list lays under its own keys: the schema nodes and
+    the other options of the group it extends (sampler=stale_sb extends sb, which extends
+    schema/sampler/sb). Entries for other groups (overrides) add nothing to this group's node."""
+    node: Dict[str, Any] = {}
+    for entry in defaults or []:
+        ref = entry.split("@", 1)[0] if isinstance(entry, str) else ""
+        if ref.startswith(f"/schema/{group}"):
+            node.update(schema_nodes().get(ref[1:], {}))
+        elif ref and ref != "_self_" and "/" not in ref:
+            node.update(group_file(group, ref))
+    return node
+
+
+def package_header(text: str) -> Optional[str]:
+    """The `# @package X` a Hydra config file declares among its leading comments, or None."""
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        m = re.match(r"#\s*@package\s+(\S+)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
 def group_file(group: str, name: Any) -> Dict[str, Any]:
-    """The keys of conf/<group>/<name>.yaml (its own package only), or {} if there is none."""
+    """The keys conf/<group>/<name>.yaml gives its group's node: what its defaults list extends
+    (`extended`), then its own keys, which win (`_self_` counts as last). {} if there is no such file."""
     from importlib import resources
 
     path = Path(str(resources.files("sbrun") / "conf" / group / f"{name}.yaml"))
     if not isinstance(name, str) or not path.is_file():
         return {}
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    return raw.get(group, raw) if "_target_" not in raw else raw
+    text = path.read_text()
+    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=False) or {}
+    inherited = extended(group, raw.pop("defaults", None))
+    own = (raw.get(group) or {}) if package_header(text) == "_global_" else raw
+    return {**inherited, **own}
 
 
 def strip_inherited(group: str, node: Dict[str, Any]) -> Dict[str, Any]:

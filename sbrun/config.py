@@ -48,7 +48,7 @@ STORAGES = ("auto", "memory", "memmap", "files")      # dataset.storage (sbrun/d
 KEY_KINDS: Dict[str, str] = {
     # identity
     "dataset": IDENTITY, "model": IDENTITY, "sampler": IDENTITY, "optim": IDENTITY, "schedule": IDENTITY,
-    "experiment": IDENTITY, "debug": IDENTITY, "beta": IDENTITY, "seed": IDENTITY,
+    "recipe": IDENTITY, "experiment": IDENTITY, "debug": IDENTITY, "beta": IDENTITY, "seed": IDENTITY,
     "label_noise": IDENTITY, "noise_mode": IDENTITY, "batch_size": IDENTITY, "select_batch_size": IDENTITY,
     "precision": IDENTITY, "channels_last": IDENTITY, "compile": IDENTITY, "data_path": IDENTITY,
     "selection_forward": IDENTITY, "bn_recalibrate": IDENTITY, "scoring": IDENTITY, "budget": IDENTITY,
@@ -517,11 +517,19 @@ SCHEMA_NAME = "sbrun_schema"
 
 
 def register_schema() -> None:
-    """Make the dataclasses the base of conf/config.yaml: every run-level key exists with one
-    typed default, and Hydra rejects unknown keys at compose time."""
+    """Make the dataclasses the base of conf/: every run-level key exists with one typed default
+    (the base of conf/config.yaml, so Hydra rejects unknown keys at compose time), and the
+    dataset's generic keys and each built-in sampler's keys come from their dataclasses as the
+    nodes `schema/dataset` and `schema/sampler/<name>`, which conf/ extends with what differs."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+    from .components import schema_nodes
+
+    store = ConfigStore.instance()
+    store.store(name=SCHEMA_NAME, node=Config)
+    for path, node in schema_nodes().items():
+        group, name = path.rsplit("/", 1)
+        store.store(group=group, name=name, node=node)
 
 
 # --- resume compatibility --------------------------------------------------------------------------
