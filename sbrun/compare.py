@@ -171,7 +171,7 @@ def add_proxy_costs(pr: Protocol, path: Path) -> None:
     has no timings for, and add them as a `proxies` entry: a proxy on a CPU costs far more than its
     multiply-add ratio says, so work charges what it measured. Runs that use no proxy read only
     f_sel and fb, which stay as they are."""
-    from .bench import compose_configs, measure_proxy_costs
+    from .bench.probe import compose_configs, measure_proxy_costs
     from .budget import measured_proxy
     from .proxy import proxy_setup
     costs = json.loads(path.read_text())
@@ -189,7 +189,7 @@ def add_proxy_costs(pr: Protocol, path: Path) -> None:
 
 def measure_costs(pr: Protocol, path: Path) -> None:
     """f_sel and f+b of this model on this data, timed with sbrun-bench's cost probe."""
-    from .bench import measure_costs as probe
+    from .bench.probe import measure_costs as probe
     costs = probe([*pr.overrides, "progress=off", "plots=false"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(costs, indent=2) + "\n")

@@ -25,7 +25,7 @@ cd "$ROOT" || exit 2
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-if ! HAS_CUDA=$("$PYTHON" -c "import sbrun.bench, torch; print(int(torch.cuda.is_available()))" 2>"$OUT/import.log"); then
+if ! HAS_CUDA=$("$PYTHON" -c "import sbrun.bench.cli, torch; print(int(torch.cuda.is_available()))" 2>"$OUT/import.log"); then
   echo "gpu_check: $PYTHON cannot import sbrun (see $OUT/import.log); install it with pip install -e '.[test]'" >&2
   exit 2
 fi

@@ -12,13 +12,16 @@ import pytest
 import torch
 
 from conftest import REPO, TINY, run_sbrun
-from sbrun import bench
+from sbrun.bench.cli import main as bench_main
+from sbrun.bench.epochs import VARIANTS as BENCH_VARIANTS
+from sbrun.bench.references import sync_share
+from sbrun.bench.rounds import SCORING
 from sbrun.budget import Costs, read_costs
 from sbrun.config import BudgetConfig
 from sbrun.samplers.rules import cost_model_speedup
 
 SMOKE = ["--preset", "smoke", "--repeats", "1", "--cost-reps", "2", "--loader-workers", "0"]
-VARIANTS = [name for name, _, _ in bench.VARIANTS]
+VARIANTS = [name for name, _, _ in BENCH_VARIANTS]
 
 
 @pytest.fixture(scope="module", params=["tensor", "loader"])
@@ -31,7 +34,7 @@ def bench_out(request, tmp_path_factory):
     # slower (measured 255 s against 14 s); the smoke numbers mean nothing either way.
     torch.set_num_threads(1)
     try:
-        bench.main([*SMOKE, *scoring, "--out", str(out), f"data_path={request.param}", "num_workers=0"])
+        bench_main([*SMOKE, *scoring, "--out", str(out), f"data_path={request.param}", "num_workers=0"])
     finally:
         torch.set_num_threads(threads)
     return request.param, out
@@ -82,7 +85,7 @@ def test_costs_json_records_the_measurement_and_budget_reads_it(bench_out):
 def test_scoring_options_have_their_costs_and_bounds(bench_out):
     path, out = bench_out
     table = pd.read_csv(out / "scoring.csv").set_index("option")
-    wanted = list(bench.SCORING) if path == "tensor" else ["fp32"]
+    wanted = list(SCORING) if path == "tensor" else ["fp32"]
     assert list(table.index) == wanted
     setting = {"fp32": (1.0, "fp32"), "scale": (0.5, "fp32"), "bf16": (1.0, "bf16"), "scale_bf16": (0.5, "bf16")}
     fracs = pd.read_csv(out / "bench.csv").set_index("variant")["backprop_frac"]
@@ -118,7 +121,7 @@ def test_bad_bench_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     for args in (["--scoring", "fp32,fast"], ["beta=-1"], ["--repeats", "0"]):
         with pytest.raises(SystemExit) as exc:
-            bench.main(["--preset", "smoke", "--out", str(out), *args])
+            bench_main(["--preset", "smoke", "--out", str(out), *args])
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("sbrun-bench: error:") and "allowed" in err[-1], err
@@ -159,7 +162,7 @@ def test_gpu_check_runs_its_cpu_parts_without_a_gpu(tmp_path):
 def test_the_sync_share_is_syncs_times_the_price_of_one():
     # 100 syncs per SB epoch of 2 s; the plain loop's 50 steps take 1.5 s instead of 1.0 s when it
     # syncs after each: 10 ms per sync, so 100 x 10 ms = 1 s = half the epoch.
-    got = bench.sync_share(100, [1.0, 1.2, 0.9], [1.4, 1.5, 1.6], 50, 2.0)
+    got = sync_share(100, [1.0, 1.2, 0.9], [1.4, 1.5, 1.6], 50, 2.0)
     assert got["sync_cost_us"] == pytest.approx(10_000) and got["sync_share"] == pytest.approx(0.5)
-    assert bench.sync_share(None, [1.0], [], 50, 2.0) == {}          # a CPU: nothing to price
-    assert bench.sync_share(100, [1.0], [0.9], 50, 2.0)["sync_share"] == 0.0   # noise never goes negative
+    assert sync_share(None, [1.0], [], 50, 2.0) == {}          # a CPU: nothing to price
+    assert sync_share(100, [1.0], [0.9], 50, 2.0)["sync_share"] == 0.0   # noise never goes negative

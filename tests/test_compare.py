@@ -133,7 +133,7 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
 
 
 def test_measured_costs_record_the_setup_they_were_measured_on():
-    from sbrun.bench import measure_costs
+    from sbrun.bench.probe import measure_costs
     from sbrun.budget import costs_mismatch
     costs = measure_costs(["dataset=digits", "model=mlp", "model.width=32"], reps=3)
     assert 0 < costs["f_sel"] < costs["fb"]      # a forward without gradients is cheaper than forward+backward

@@ -138,7 +138,7 @@ def test_a_bad_proxy_is_one_line_naming_its_key(tmp_path, args, key):
 def test_the_bench_bound_of_a_proxy_pays_its_scoring_and_its_training():
     from types import SimpleNamespace as NS
 
-    from sbrun import bench
+    from sbrun.bench.report import scoring_frame
     from sbrun.samplers.rules import cost_model_speedup
 
     def parts(proxy):
@@ -146,7 +146,7 @@ def test_the_bench_bound_of_a_proxy_pays_its_scoring_and_its_training():
     scorers = {"fp32": parts(None), "proxy": parts(NS(train_every=4, cost=0.1))}
     variants = {n: NS(samples=[{"frac": f}]) for n, f in (("sb beta=2", 0.3), ("stale_sb n=3", 0.25))}
     costs = {"f_sel": 1e-4, "fb": 3e-4, "fp32": 1e-4, "proxy": 2e-5, "proxy proxy_fb": 8e-5}
-    table = bench.scoring_frame(scorers, variants, costs).set_index("option")
+    table = scoring_frame(scorers, variants, costs).set_index("option")
     assert table.loc["fp32", "bound_sb2"] == pytest.approx(cost_model_speedup(1e-4, 3e-4, 0.3))
     # scoring 2e-5 per example, plus a proxy step on the selected 30% of every 4th chunk at 8e-5 each
     assert table.loc["proxy", "bound_sb2"] == pytest.approx(3e-4 / (2e-5 + 0.3 * 8e-5 / 4 + 0.3 * 3e-4))
