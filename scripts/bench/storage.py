@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bench-repeats", type=int, default=2)
+    ap.add_argument("--bench-subset", type=int, default=4000, help="training examples of the sbrun-bench part")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--skip", nargs="*", default=[], choices=["reads", "bench", "rss"])
     a = ap.parse_args()
@@ -184,12 +185,13 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "sbrun.bench", "--out", str(a.out / "bench"), "--repeats",
                         str(a.bench_repeats), "--scoring", "none", "--loader-workers", str(a.workers),
                         "--preset", "cpu",
-                        "dataset=folder", "dataset.subset=null", f"dataset.path={small}",
+                        "dataset=folder", f"dataset.subset={a.bench_subset}", f"dataset.path={small}",
                         f"dataset.image_size={a.size}", "dataset.storage=files", "data_path=loader",
                         f"num_workers={a.workers}", "dataset.channels=3", f"dataset.mean={MEAN}",
-                        f"dataset.std={STD}", "dataset.flip=true", "model=cnn", "model.width=16", "batch_size=128"],
+                        f"dataset.std={STD}", "dataset.flip=true", "model=cnn", "model.width=8", "batch_size=128"],
                        cwd=REPO, check=True)
-        lines += ["## Training with decoding included (sbrun-bench, dataset.storage=files)", "",
+        lines += [f"## Training with decoding included (sbrun-bench, dataset.storage=files, {a.bench_subset} of the "
+                  f"images, cnn width 8)", "",
                   (a.out / "bench" / "bench.md").read_text(), ""]
     if "rss" not in a.skip:
         big = folder(a.data / f"n{a.big_n}_s{a.big_size}", a.big_n, a.big_size)
