@@ -8,18 +8,26 @@ whether or not it runs under torchrun. With N processes:
   or empty chunk), so the per-chunk collectives always pair up;
 - the loss history, step composition, stop requests, budget and divergence decisions are made
   from gathered values, identically on every rank.
+
+Ranks are numbered globally (RANK: rank 0 alone writes the run's files) and per node
+(LOCAL_RANK: the GPU a rank trains on). torchrun exports both; a SLURM job whose tasks are one
+run's ranks (hydra/launcher=slurm_ddp) gets them from SLURM's variables (`export_slurm_env`).
 """
 from __future__ import annotations
 
 import math
 import os
+import re
 from datetime import timedelta
-from typing import List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .data import ImageSet
+from .config import ConfigError
+from .data import DataError, ImageSet
+
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -27,17 +35,56 @@ def launched_by_torchrun() -> bool:
 
 
 def local_rank() -> int:
+    """This rank's number on its node (0 on every node's first rank)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def gpu_index() -> int:
+    """This rank's GPU among those it sees: LOCAL_RANK, or 0 where the launcher gave each rank a
+    GPU of its own (one visible device, e.g. SLURM's gpus_per_task=1)."""
+    return 0 if torch.cuda.device_count() == 1 else local_rank()
+
+
 def init_process_group(device: Optional[torch.device] = None) -> None:
-    """Join torchrun's group once: NCCL when this rank trains on a GPU, gloo otherwise."""
+    """Join the group once (env://: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL when this
+    rank trains on a GPU, gloo otherwise."""
     if dist.is_initialized():
         return
     use_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     if use_cuda:
-        torch.cuda.set_device(local_rank())
+        torch.cuda.set_device(device if device is not None and device.index is not None else gpu_index())
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+
+
+# --- SLURM: every task of the job is one rank ------------------------------------------------------
+
+SLURM_NEEDS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
+
+
+def slurm_env(env: Mapping[str, str]) -> Dict[str, str]:
+    """torchrun's variables for this SLURM task: its rank among the job's tasks, its rank on its
+    node, the job's first node as the rendezvous host and a port every task derives alike from the
+    job id (MASTER_PORT, where set, wins)."""
+    missing = [k for k in SLURM_NEEDS if not env.get(k)]
+    if missing:
+        raise ConfigError(f"a multi-task SLURM job is invalid without SLURM's {', '.join(missing)}; allowed: "
+                          f"hydra/launcher=slurm_ddp under sbatch/srun, or torchrun")
+    world, nodes = int(env["SLURM_NTASKS"]), int(env.get("SLURM_JOB_NUM_NODES") or 1)
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(world), "LOCAL_RANK": env["SLURM_LOCALID"],
+            "LOCAL_WORLD_SIZE": str(world // nodes), "MASTER_ADDR": first_host(env["SLURM_JOB_NODELIST"]),
+            "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + int(env["SLURM_JOB_ID"]) % 40000)}
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of SLURM's compressed node list: "gpu[007-009,012],cpu1" -> "gpu007"."""
+    group = re.match(r"[^,\[]*(?:\[[^\]]*\][^,\[]*)*", nodelist).group(0)
+    return re.sub(r"\[([^\]]*)\]", lambda m: re.split("[-,]", m.group(1))[0], group)
+
+
+def export_slurm_env(env: MutableMapping[str, str] = os.environ) -> None:
+    """Give this task the variables torchrun would have (none if it was started by torchrun)."""
+    if int(env.get("WORLD_SIZE", "1")) <= 1:
+        env.update(slurm_env(env))
 
 
 def agree_on(value: str) -> str:
@@ -74,6 +121,25 @@ class Collective:
     def shard(self, n: int) -> Optional[torch.Tensor]:
         """This rank's fixed set of training indices (None = all of them)."""
         return torch.arange(self.rank, n, self.world) if self.active else None
+
+    def in_turn(self, load: Callable[[], T]) -> T:
+        """`load()` on every rank: rank 0 first, then the first rank of each other node, then the rest,
+        so a dataset missing from a shared folder (or from each node's own disk) is downloaded once
+        there, never by several ranks into one folder at once. A rank's DataError or ConfigError
+        stops every rank (the others say so) instead of leaving them waiting in a collective."""
+        if not self.active:
+            return load()
+        mine = 0 if self.rank == 0 else 1 if local_rank() == 0 else 2
+        out, error = None, None
+        for turn in range(3):
+            if turn == mine:
+                try:
+                    out = load()
+                except (DataError, ConfigError) as err:
+                    error = err
+            if self.any(error is not None):
+                raise error or DataError("another rank could not load the data; its error is in its log")
+        return out
 
     def local_size(self, size: int) -> int:
         """Each rank's share of a global batch of `size` examples."""
@@ -133,6 +199,14 @@ class Collective:
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, lengths)])
+
+    def gather_objects(self, value) -> list:
+        """Every rank's small picklable `value`, in rank order, on every rank."""
+        if not self.active:
+            return [value]
+        out = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
 
     # --- checkpoint state --------------------------------------------------------------------------
 

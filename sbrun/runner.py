@@ -21,7 +21,7 @@ from .budget import costs_mismatch
 from .build import build, resolve_device
 from .config import Config, ConfigError, check_compatible, get_dotted, to_dict
 from .data import DataError
-from .distributed import Collective, local_rank
+from .distributed import Collective, gpu_index
 from .fit import StopRequested, fit
 from .hooks import Hooks, merged
 from .proxy import proxy_setup
@@ -100,7 +100,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         # A continuation keeps the overrides the run was started with (they identify it in tables).
         overrides = previous.get("overrides") or overrides
     payload = load_checkpoint(latest) if latest is not None else None
-    device = resolve_device(cfg.device, local_rank())
+    device = resolve_device(cfg.device, gpu_index())
     own_group = dist is None
     dist = dist or Collective.from_env(device)
     main = dist.rank == 0
@@ -108,6 +108,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     touched = False        # whether this command has written into the run directory yet
     hooks = merged(hooks)
     try:
+        check_shared(dist, run_dir, latest)
         parts = build(cfg, run_dir, device, dist, list(overrides))
         run, ep = run_state.RunState.new(parts.n, device, cfg.optim.lr), None
         if payload is not None:
@@ -152,6 +153,16 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     finally:
         if own_group:
             dist.close()
+
+
+def check_shared(dist: Collective, run_dir: Path, latest: Optional[Path]) -> None:
+    """Every rank continues from the checkpoint rank 0 wrote, so all of them must see the same one:
+    on several nodes, out_dir must be one folder they share (else ranks would restart apart)."""
+    seen = dist.gather_objects(None if latest is None else latest.name)
+    if len(set(seen)) > 1:
+        views = ", ".join(f"rank {r}: {name or 'none'}" for r, name in enumerate(seen))
+        raise ConfigError(f"out_dir is invalid for this multi-node run: its ranks see different checkpoints in "
+                          f"{run_dir} ({views}); allowed: an out_dir on a filesystem every node shares")
 
 
 def costs_note(parts) -> Optional[str]:

@@ -4,9 +4,11 @@ Usage: torchrun --nproc_per_node=N tests/ddp_harness.py RECORD_DIR sbrun-overrid
 
 For each step it saves the rank's parameters before the step, the examples the rank held, the
 step's global size, the (DDP-averaged) gradient, and the parameters after the step, to
-RECORD_DIR/rank<r>.pt. tests/test_distributed.py compares them across ranks and against a
+RECORD_DIR/rank<r>.pt, and where the rank ran (RANK, LOCAL_RANK, the node's GROUP_RANK) to
+RECORD_DIR/rank<r>.json. tests/test_distributed.py compares them across ranks and against a
 single-process computation.
 """
+import json
 import os
 import sys
 
@@ -41,6 +43,9 @@ def main() -> None:
     finally:
         os.makedirs(record_dir, exist_ok=True)
         torch.save(steps, os.path.join(record_dir, f"rank{rank}.pt"))
+        where = {k: int(os.environ.get(k, "0")) for k in ("RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE")}
+        with open(os.path.join(record_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(where, f)
 
 
 if __name__ == "__main__":

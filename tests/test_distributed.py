@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY, make_config, run_sbrun
+from conftest import TINY, assert_same_run, make_config, run_sbrun
+from sbrun import distributed
 from sbrun.build import load_data
-from sbrun.runner import train
+from sbrun.cli import config_dir, slurm_ranks
+from sbrun.config import ConfigError
+from sbrun.data import DataError
+from sbrun.runner import check_shared, train
 
 HARNESS = Path(__file__).with_name("ddp_harness.py")
 # A linear model (no batch norm, no dropout) and no augmentation: every gradient is exact.
@@ -61,9 +66,14 @@ def test_parameters_stay_identical_across_ranks_after_every_step(ddp_run):
 
 
 def test_every_global_step_is_the_mean_gradient_over_its_examples(ddp_run):
-    """Recompute each step's gradient in one process, from the parameters before the step and
-    the union of the examples both ranks held: it must equal DDP's averaged gradient."""
     _, _, (r0, r1), args = ddp_run
+    assert mean_gradient_steps(r0, r1, args) > 0   # the ranks really did hold unequal shares of some steps
+
+
+def mean_gradient_steps(r0, r1, args) -> int:
+    """Recompute each step's gradient in one process, from the parameters before the step and
+    the union of the examples both ranks held: it must equal DDP's averaged gradient. Returns how
+    many steps the ranks held unequal shares of."""
     cfg = make_config(args)
     data = load_data(cfg, torch.device("cpu"))
     labels = data.train.labels                      # the noisy labels the run trained on
@@ -82,11 +92,15 @@ def test_every_global_step_is_the_mean_gradient_over_its_examples(ddp_run):
         expected = torch.cat([w.grad.flatten(), bias.grad])
         assert torch.allclose(a["grad"], expected, atol=1e-6, rtol=1e-4)
         assert torch.equal(a["grad"], b["grad"])
-    assert uneven > 0          # the ranks really did hold unequal shares of some steps
+    return uneven
 
 
 def test_backprop_fraction_matches_the_single_process_run(ddp_run, tmp_path):
-    sampler, run, _, args = ddp_run
+    _, run, _, args = ddp_run
+    assert_like_single_process(run, args, tmp_path)
+
+
+def assert_like_single_process(run, args, tmp_path):
     single = train(make_config([a for a in args if not a.startswith(("out_dir", "name"))]), tmp_path / "one")
     assert single["status"] == "finished"
     ddp = pd.read_csv(run / "metrics.csv")
@@ -106,6 +120,55 @@ def test_resume_refuses_another_world_size(ddp_run, tmp_path):
     res = run_sbrun(f"resume={run}")
     assert res.returncode == 2
     assert "world size 1" in res.stderr and "(2)" in res.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def two_nodes(*args, timeout=300):
+    """Two torchrun agents ("nodes" of one process each) that meet through the c10d rendezvous on
+    localhost, as two machines would through HOST:PORT."""
+    port, env = free_port(), {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                                f"--node-rank={k}", "--rdzv-backend=c10d", f"--rdzv-endpoint=localhost:{port}",
+                                f"--rdzv-id=sbrun-test-{port}", *map(str, args)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for k in (0, 1)]
+    try:
+        outs = [a.communicate(timeout=timeout) for a in agents]
+    finally:
+        for a in agents:
+            a.kill()
+    return [(a.returncode, out + err) for a, (out, err) in zip(agents, outs)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ddp_run", ["sb"], indirect=True)
+def test_two_nodes_train_exactly_the_one_node_run(ddp_run, tmp_path):
+    """2 nodes x 1 process is the same run as 1 node x 2 processes (the ranks, their shards and
+    seeds do not depend on where a rank runs), step for step; each rank trains on its shard only."""
+    _, one_node, one_node_records, args = ddp_run
+    args = [a for a in args if not a.startswith(("out_dir", "name"))] + [f"out_dir={tmp_path}", "name=nodes"]
+    for code, log in two_nodes(HARNESS, tmp_path / "record", *args):
+        assert code == 0, log[-3000:]
+    where = [json.loads((tmp_path / "record" / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [w["RANK"] for w in where] == [0, 1] and all(w["WORLD_SIZE"] == 2 for w in where)
+    assert [w["LOCAL_RANK"] for w in where] == [0, 0] and sorted(w["GROUP_RANK"] for w in where) == [0, 1]
+    records = [torch.load(tmp_path / "record" / f"rank{r}.pt") for r in range(2)]
+    for rank, (mine, theirs) in enumerate(zip(records, one_node_records)):
+        assert all((s["idx"] % 2 == rank).all() for s in mine)      # examples rank, rank+2, ... only
+        assert len(mine) == len(theirs)
+        for a, b in zip(mine, theirs):
+            assert torch.equal(a["idx"], b["idx"]) and torch.equal(a["after"], b["after"])
+    primed = [torch.cat([s["idx"] for s in rank if s["epoch"] == 0]) for rank in records]
+    assert sorted(torch.cat(primed).tolist()) == list(range(500))   # the priming epoch: each example once
+    assert mean_gradient_steps(*records, args) > 0
+    run = tmp_path / "runs" / "nodes"
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    assert_same_run(run, one_node)
+    assert_like_single_process(run, args, tmp_path)
 
 
 def test_local_parallel_sweep_completes_and_merges(tmp_path):
@@ -137,3 +200,123 @@ def test_pruning_samplers_keep_both_ranks_in_lockstep(tmp_path):
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         df = pd.read_csv(tmp_path / "runs" / sampler / "metrics.csv")
         assert list(df["epoch"]) == [1, 2, 3] and df["backprop_frac"].iloc[1:].min() < 1.0   # InfoBatch: epoch 2 only
+
+
+# --- SLURM tasks as ranks, without SLURM ------------------------------------------------------------
+
+SLURM_TASK = {"SLURM_JOB_ID": "4242", "SLURM_PROCID": "11", "SLURM_NTASKS": "16", "SLURM_LOCALID": "3",
+              "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[007-008]"}
+
+
+def test_a_slurm_task_gets_torchruns_variables(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in SLURM_TASK.items():
+        monkeypatch.setenv(k, v)
+    distributed.export_slurm_env()
+    assert {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == {
+        "RANK": "11", "WORLD_SIZE": "16", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "gpu007"}
+    # every task derives the same port from the job id; another job gets another port
+    port = int(os.environ["MASTER_PORT"])
+    assert 20000 <= port < 60000
+    assert distributed.slurm_env({**SLURM_TASK, "SLURM_PROCID": "0"})["MASTER_PORT"] == str(port)
+    assert distributed.slurm_env({**SLURM_TASK, "SLURM_JOB_ID": "4243"})["MASTER_PORT"] != str(port)
+    assert distributed.slurm_env({**SLURM_TASK, "MASTER_PORT": "29500"})["MASTER_PORT"] == "29500"
+    assert distributed.launched_by_torchrun() and distributed.local_rank() == 3
+
+
+def test_torchruns_variables_are_kept_and_missing_slurm_ones_named(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    for k, v in SLURM_TASK.items():
+        monkeypatch.setenv(k, v)
+    distributed.export_slurm_env()                      # started by torchrun inside a SLURM job: its ranks stand
+    assert os.environ["RANK"] == "2" and os.environ["WORLD_SIZE"] == "4"
+    with pytest.raises(ConfigError, match=r"SLURM_PROCID, SLURM_LOCALID; allowed: hydra/launcher=slurm_ddp"):
+        distributed.slurm_env({k: v for k, v in SLURM_TASK.items() if k not in ("SLURM_PROCID", "SLURM_LOCALID")})
+
+
+@pytest.mark.parametrize("nodes, first", [("node1", "node1"), ("node1,node2", "node1"),
+                                          ("gpu[007-009,012],cpu1", "gpu007"), ("gpu[12,3-4]", "gpu12"),
+                                          ("rack[2-3]-n[01-04]", "rack2-n01")])
+def test_the_rendezvous_host_is_the_jobs_first_node(nodes, first):
+    assert distributed.first_host(nodes) == first
+    slurm = pytest.importorskip("submitit.slurm.slurm")
+    assert slurm._parse_node_list(nodes)[0] == first            # submitit reads the list alike
+
+
+def test_the_mapping_agrees_with_submitits(monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    for k, v in {**SLURM_TASK, "SUBMITIT_EXECUTOR": "slurm", "MASTER_PORT": "29511"}.items():
+        monkeypatch.setenv(k, v)
+    theirs = submitit.helpers.TorchDistributedEnvironment()
+    ours = distributed.slurm_env(os.environ)
+    assert (ours["RANK"], ours["WORLD_SIZE"], ours["LOCAL_RANK"], ours["LOCAL_WORLD_SIZE"], ours["MASTER_ADDR"],
+            ours["MASTER_PORT"]) == tuple(str(v) for v in (theirs.rank, theirs.world_size, theirs.local_rank,
+                                                           theirs.local_world_size, theirs.master_addr,
+                                                           theirs.master_port))
+
+
+@pytest.mark.parametrize("launcher, ranks", [([], 1), (["hydra/launcher=slurm"], 1),
+                                             (["hydra/launcher=slurm_ddp"], 16),
+                                             (["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=3",
+                                               "hydra.launcher.gpus_per_node=4"], 12)])
+def test_only_a_multi_task_slurm_launcher_makes_ranks_of_its_tasks(launcher, ranks):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        hc = compose("config", overrides=launcher, return_hydra_config=True).hydra
+    assert slurm_ranks(hc.launcher) == ranks
+
+
+@pytest.mark.parametrize("visible, local, gpu", [(8, 5, 5), (1, 5, 0), (0, 2, 2)])
+def test_a_rank_trains_on_its_nodes_gpu(monkeypatch, visible, local, gpu):
+    monkeypatch.setenv("LOCAL_RANK", str(local))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    assert distributed.gpu_index() == gpu      # one visible GPU: the launcher gave this rank its own
+
+
+class Scripted(distributed.Collective):
+    """A rank of a 2-node group whose collectives answer from a script (what the other ranks said)."""
+
+    def __init__(self, rank, said, log, objects=None):
+        super().__init__(rank, 4)
+        self.said, self.log, self.objects = list(said), log, objects
+
+    def any(self, flag):
+        self.log.append("sync")
+        return bool(flag) or self.said.pop(0)
+
+    def gather_objects(self, value):
+        return self.objects
+
+
+@pytest.mark.parametrize("rank, local, order", [(0, 0, ["load", "sync", "sync", "sync"]),
+                                                (2, 0, ["sync", "load", "sync", "sync"]),
+                                                (3, 1, ["sync", "sync", "load", "sync"])])
+def test_data_is_loaded_by_rank_0_then_each_nodes_first_rank_then_the_rest(monkeypatch, rank, local, order):
+    monkeypatch.setenv("LOCAL_RANK", str(local))
+    log = []
+    assert Scripted(rank, [False] * 3, log).in_turn(lambda: log.append("load") or "data") == "data"
+    assert log == order
+
+
+def test_a_rank_that_cannot_load_the_data_stops_every_rank(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    log = []
+    with pytest.raises(DataError, match="another rank could not load the data"):
+        Scripted(1, [True], log).in_turn(lambda: log.append("load"))
+    assert log == ["sync"]                              # rank 0 failed first: this rank never loads
+
+    def missing():
+        raise DataError("cifar10: files are missing")
+    with pytest.raises(DataError, match="files are missing"):
+        Scripted(0, [False] * 3, []).in_turn(missing)
+
+
+def test_ranks_that_see_different_checkpoints_are_refused(tmp_path):
+    check_shared(Scripted(0, [], [], objects=["ckpt_e2.pt"] * 4), tmp_path, tmp_path / "ckpt_e2.pt")
+    with pytest.raises(ConfigError, match=r"rank 1: none.*allowed: an out_dir on a filesystem every node shares"):
+        check_shared(Scripted(0, [], [], objects=["ckpt_e2.pt", None, "ckpt_e2.pt", None]), tmp_path,
+                     tmp_path / "ckpt_e2.pt")
