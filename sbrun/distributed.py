@@ -50,6 +50,11 @@ def init_process_group(device: Optional[torch.device] = None) -> None:
     rank trains on a GPU, gloo otherwise."""
     if dist.is_initialized():
         return
+    # Imported first, this module binds the default group into its functions' default arguments (DDP
+    # imports it). The group would then outlive destroy_process_group, and gloo's worker threads with
+    # it into interpreter shutdown, where a worker dropping the last reference to a tensor needs the GIL
+    # and aborts the process (a rank's SIGABRT after its last epoch). Imported now, it binds None.
+    import torch.distributed.nn.functional  # noqa: F401
     use_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(device if device is not None and device.index is not None else gpu_index())
@@ -223,6 +228,8 @@ class Collective:
         return ranks[self.rank]
 
     def close(self) -> None:
+        """Destroy the group: with no DDP wrapper left (each holds the group), this also joins gloo's
+        worker threads, so none is left to run while Python shuts down (see init_process_group)."""
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
 

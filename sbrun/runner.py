@@ -152,6 +152,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         raise
     finally:
         if own_group:
+            if parts is not None:      # let go of the DDP wrapper first: it holds the group
+                parts.net, parts.compiled = None, {}
             dist.close()
 
 
