@@ -463,8 +463,8 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     overrides = list(hc.overrides.task)
     user_errors = (ConfigError, DataError, CheckpointError, OutputError, Diverged, AlreadyFinished)
     try:
-        if multirun and slurm_ranks(hc.launcher) > 1:
-            _join_slurm_ranks()
+        if multirun and job_ranks(hc.launcher) > 1:
+            _join_job_ranks()
         config = _job_config(cfg, overrides)
         if multirun and not launched_by_torchrun():
             config = _pin_gpu(config, hc.job.num)
@@ -492,20 +492,20 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     return None
 
 
-def slurm_ranks(launcher) -> int:
-    """How many ranks one job of a SLURM launcher runs (nodes x tasks_per_node: hydra/launcher=slurm_ddp);
-    1 for any other launcher."""
-    if not str(launcher.get("_target_", "")).endswith("SlurmLauncher"):
+def job_ranks(launcher) -> int:
+    """How many ranks one job of a submitit launcher runs, nodes x tasks_per_node (hydra/launcher=slurm_ddp;
+    submitit_local with tasks_per_node > 1); 1 for any other launcher."""
+    if not str(launcher.get("_target_", "")).startswith("hydra_plugins.hydra_submitit_launcher."):
         return 1
     return int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
 
 
-def _join_slurm_ranks() -> None:
-    """Each task of the job is one rank of its run: take torchrun's variables from SLURM's, and
-    leave run.log to rank 0 (the other ranks still print to their own submitit logs)."""
-    from .distributed import export_slurm_env
+def _join_job_ranks() -> None:
+    """Each task of the job is one rank of its run: take torchrun's variables from submitit's view of
+    the job, and leave run.log to rank 0 (the other ranks still print to their own submitit logs)."""
+    from .distributed import export_submitit_env
 
-    export_slurm_env()
+    export_submitit_env()
     if int(os.environ["RANK"]) > 0:
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:

@@ -11,15 +11,14 @@ whether or not it runs under torchrun. With N processes:
 
 Ranks are numbered globally (RANK: rank 0 alone writes the run's files) and per node
 (LOCAL_RANK: the GPU a rank trains on). torchrun exports both; a SLURM job whose tasks are one
-run's ranks (hydra/launcher=slurm_ddp) gets them from SLURM's variables (`export_slurm_env`).
+run's ranks (hydra/launcher=slurm_ddp) gets them from submitit (`export_submitit_env`).
 """
 from __future__ import annotations
 
 import math
 import os
-import re
 from datetime import timedelta
-from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -61,35 +60,21 @@ def init_process_group(device: Optional[torch.device] = None) -> None:
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
 
 
-# --- SLURM: every task of the job is one rank ------------------------------------------------------
+# --- submitit (hydra/launcher=slurm_ddp): every task of the job is one rank ----------------------
 
-SLURM_NEEDS = ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
-
-
-def slurm_env(env: Mapping[str, str]) -> Dict[str, str]:
-    """torchrun's variables for this SLURM task: its rank among the job's tasks, its rank on its
-    node, the job's first node as the rendezvous host and a port every task derives alike from the
-    job id (MASTER_PORT, where set, wins)."""
-    missing = [k for k in SLURM_NEEDS if not env.get(k)]
-    if missing:
-        raise ConfigError(f"a multi-task SLURM job is invalid without SLURM's {', '.join(missing)}; allowed: "
-                          f"hydra/launcher=slurm_ddp under sbatch/srun, or torchrun")
-    world, nodes = int(env["SLURM_NTASKS"]), int(env.get("SLURM_JOB_NUM_NODES") or 1)
-    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(world), "LOCAL_RANK": env["SLURM_LOCALID"],
-            "LOCAL_WORLD_SIZE": str(world // nodes), "MASTER_ADDR": first_host(env["SLURM_JOB_NODELIST"]),
-            "MASTER_PORT": env.get("MASTER_PORT") or str(20000 + int(env["SLURM_JOB_ID"]) % 40000)}
-
-
-def first_host(nodelist: str) -> str:
-    """The first host of SLURM's compressed node list: "gpu[007-009,012],cpu1" -> "gpu007"."""
-    group = re.match(r"[^,\[]*(?:\[[^\]]*\][^,\[]*)*", nodelist).group(0)
-    return re.sub(r"\[([^\]]*)\]", lambda m: re.split("[-,]", m.group(1))[0], group)
-
-
-def export_slurm_env(env: MutableMapping[str, str] = os.environ) -> None:
-    """Give this task the variables torchrun would have (none if it was started by torchrun)."""
-    if int(env.get("WORLD_SIZE", "1")) <= 1:
-        env.update(slurm_env(env))
+def export_submitit_env() -> None:
+    """Give this task of a multi-task submitit job the variables torchrun would have: RANK, WORLD_SIZE,
+    LOCAL_RANK, LOCAL_WORLD_SIZE from the job's tasks (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID under
+    SLURM), MASTER_ADDR the job's first node, MASTER_PORT one derived from the job id (or the one set).
+    CUDA_VISIBLE_DEVICES stays: a rank picks its node's GPU by LOCAL_RANK (gpu_index)."""
+    if launched_by_torchrun():
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        raise ConfigError("a multi-task submitit job is invalid without submitit>=1.5; allowed: "
+                          "pip install 'sbrun[cluster]'") from None
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def agree_on(value: str) -> str:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import TINY, assert_same_run, make_config, run_sbrun
 from sbrun import distributed
 from sbrun.build import load_data
-from sbrun.cli import config_dir, slurm_ranks
+from sbrun.cli import config_dir, job_ranks
 from sbrun.config import ConfigError
 from sbrun.data import DataError
 from sbrun.runner import check_shared, train
@@ -182,6 +182,27 @@ def test_two_nodes_train_exactly_the_one_node_run(ddp_run, tmp_path):
     assert_like_single_process(run, args, tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("ddp_run", ["sb"], indirect=True)
+def test_the_tasks_of_a_submitit_job_train_one_run(ddp_run, tmp_path):
+    """hydra/launcher=slurm_ddp's path, on this machine: submitit's local executor starts one job of 2
+    tasks, each task joins the group as one rank (export_submitit_env), and the job trains exactly the
+    2-process torchrun run, with one run directory and one run.log."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    _, one_node, _, args = ddp_run
+    args = [a for a in args if not a.startswith(("out_dir", "name"))] + [f"out_dir={tmp_path}", "name=job"]
+    env = {**os.environ, "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "sbrun", "-m", "hydra/launcher=submitit_local",
+                          "hydra.launcher.tasks_per_node=2", *args], capture_output=True, text=True, env=env,
+                         timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    (run,) = [s.parent for s in (tmp_path / "multirun" / "job").glob("*/summary.json")]
+    assert json.loads((run / "summary.json").read_text())["world_size"] == 2
+    assert_same_run(run, one_node)
+    log = (run / "run.log").read_text()
+    assert log.count("epoch   4/4") == 1                  # rank 0's lines, once
+
+
 def test_local_parallel_sweep_completes_and_merges(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     res = run_sbrun("-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", *TINY,
@@ -208,70 +229,55 @@ def test_pruning_samplers_keep_both_ranks_in_lockstep(tmp_path):
 
 # --- SLURM tasks as ranks, without SLURM ------------------------------------------------------------
 
-SLURM_TASK = {"SLURM_JOB_ID": "4242", "SLURM_PROCID": "11", "SLURM_NTASKS": "16", "SLURM_LOCALID": "3",
-              "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_NODELIST": "gpu[007-008]"}
+SLURM_TASK = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "11", "SLURM_NTASKS": "16",
+              "SLURM_LOCALID": "3", "SLURM_NODEID": "1", "SLURM_JOB_NUM_NODES": "2",
+              "SLURM_JOB_NODELIST": "gpu[007-008]", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def exported(monkeypatch, **env):
+    pytest.importorskip("submitit")
+    for k in TORCHRUN_VARS:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in {**SLURM_TASK, **env}.items():
+        monkeypatch.setenv(k, v)
+    distributed.export_submitit_env()
+    return {k: os.environ[k] for k in TORCHRUN_VARS}
 
 
 def test_a_slurm_task_gets_torchruns_variables(monkeypatch):
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
-    for k, v in SLURM_TASK.items():
-        monkeypatch.setenv(k, v)
-    distributed.export_slurm_env()
-    assert {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR")} == {
-        "RANK": "11", "WORLD_SIZE": "16", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8", "MASTER_ADDR": "gpu007"}
-    # every task derives the same port from the job id; another job gets another port
-    port = int(os.environ["MASTER_PORT"])
-    assert 20000 <= port < 60000
-    assert distributed.slurm_env({**SLURM_TASK, "SLURM_PROCID": "0"})["MASTER_PORT"] == str(port)
-    assert distributed.slurm_env({**SLURM_TASK, "SLURM_JOB_ID": "4243"})["MASTER_PORT"] != str(port)
-    assert distributed.slurm_env({**SLURM_TASK, "MASTER_PORT": "29500"})["MASTER_PORT"] == "29500"
+    mine = exported(monkeypatch)
+    port = mine.pop("MASTER_PORT")
+    assert mine == {"RANK": "11", "WORLD_SIZE": "16", "LOCAL_RANK": "3", "LOCAL_WORLD_SIZE": "8",
+                    "MASTER_ADDR": "gpu007"}                     # the job's first node hosts the rendezvous
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"   # the rank picks its GPU by LOCAL_RANK
     assert distributed.launched_by_torchrun() and distributed.local_rank() == 3
+    # every task of the job derives the same port; another job another one; MASTER_PORT, if set, wins
+    assert exported(monkeypatch, SLURM_PROCID="0", SLURM_LOCALID="0")["MASTER_PORT"] == port
+    assert exported(monkeypatch, SLURM_JOB_ID="4243")["MASTER_PORT"] != port
+    assert exported(monkeypatch, MASTER_PORT="29511")["MASTER_PORT"] == "29511"
 
 
-def test_torchruns_variables_are_kept_and_missing_slurm_ones_named(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setenv("RANK", "2")
-    for k, v in SLURM_TASK.items():
+def test_torchruns_variables_stand(monkeypatch):
+    for k, v in {**SLURM_TASK, "WORLD_SIZE": "4", "RANK": "2"}.items():
         monkeypatch.setenv(k, v)
-    distributed.export_slurm_env()                      # started by torchrun inside a SLURM job: its ranks stand
+    distributed.export_submitit_env()                  # torchrun started inside a SLURM job: its ranks stand
     assert os.environ["RANK"] == "2" and os.environ["WORLD_SIZE"] == "4"
-    with pytest.raises(ConfigError, match=r"SLURM_PROCID, SLURM_LOCALID; allowed: hydra/launcher=slurm_ddp"):
-        distributed.slurm_env({k: v for k, v in SLURM_TASK.items() if k not in ("SLURM_PROCID", "SLURM_LOCALID")})
-
-
-@pytest.mark.parametrize("nodes, first", [("node1", "node1"), ("node1,node2", "node1"),
-                                          ("gpu[007-009,012],cpu1", "gpu007"), ("gpu[12,3-4]", "gpu12"),
-                                          ("rack[2-3]-n[01-04]", "rack2-n01")])
-def test_the_rendezvous_host_is_the_jobs_first_node(nodes, first):
-    assert distributed.first_host(nodes) == first
-    slurm = pytest.importorskip("submitit.slurm.slurm")
-    assert slurm._parse_node_list(nodes)[0] == first            # submitit reads the list alike
-
-
-def test_the_mapping_agrees_with_submitits(monkeypatch):
-    submitit = pytest.importorskip("submitit")
-    for k, v in {**SLURM_TASK, "SUBMITIT_EXECUTOR": "slurm", "MASTER_PORT": "29511"}.items():
-        monkeypatch.setenv(k, v)
-    theirs = submitit.helpers.TorchDistributedEnvironment()
-    ours = distributed.slurm_env(os.environ)
-    assert (ours["RANK"], ours["WORLD_SIZE"], ours["LOCAL_RANK"], ours["LOCAL_WORLD_SIZE"], ours["MASTER_ADDR"],
-            ours["MASTER_PORT"]) == tuple(str(v) for v in (theirs.rank, theirs.world_size, theirs.local_rank,
-                                                           theirs.local_world_size, theirs.master_addr,
-                                                           theirs.master_port))
 
 
 @pytest.mark.parametrize("launcher, ranks", [([], 1), (["hydra/launcher=slurm"], 1),
                                              (["hydra/launcher=slurm_ddp"], 16),
                                              (["hydra/launcher=slurm_ddp", "hydra.launcher.nodes=3",
-                                               "hydra.launcher.gpus_per_node=4"], 12)])
-def test_only_a_multi_task_slurm_launcher_makes_ranks_of_its_tasks(launcher, ranks):
+                                               "hydra.launcher.gpus_per_node=4"], 12),
+                                             (["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"],
+                                              2)])
+def test_only_a_multi_task_submitit_launcher_makes_ranks_of_its_tasks(launcher, ranks):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         hc = compose("config", overrides=launcher, return_hydra_config=True).hydra
-    assert slurm_ranks(hc.launcher) == ranks
+    assert job_ranks(hc.launcher) == ranks
 
 
 @pytest.mark.parametrize("visible, local, gpu", [(8, 5, 5), (1, 5, 0), (0, 2, 2)])
