@@ -86,7 +86,8 @@ class Parts:
 
 
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """The torch device for `device=`; under torchrun, auto/cuda mean this rank's GPU."""
+    """The torch device for `device=`; under torchrun, auto/cuda mean this rank's GPU (`local_rank`:
+    its index among the GPUs this process sees, distributed.gpu_index)."""
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
@@ -111,7 +112,7 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # set both ways: a process that runs several jobs (a local sweep) must not keep the last one's
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
-    data = data if data is not None else load_data(cfg, device)
+    data = data if data is not None else dist.in_turn(lambda: load_data(cfg, device))
     spec = data.spec
     model = build_model(cfg, spec)
     proxy = build_proxy(cfg, spec, model, instantiate_model)

@@ -149,6 +149,7 @@ def _check_groups(parsed, extra_dir: Optional[str]) -> None:
 
 
 LAUNCHER_PLUGINS = {"slurm": "hydra_plugins.hydra_submitit_launcher",
+                    "slurm_ddp": "hydra_plugins.hydra_submitit_launcher",
                     "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
                     "submitit_local": "hydra_plugins.hydra_submitit_launcher",
                     "local_parallel": "hydra_plugins.hydra_joblib_launcher",
@@ -448,6 +449,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from .distributed import launched_by_torchrun
     from .fit import StopRequested
     from .loop import Diverged
     from .runner import AlreadyFinished, train
@@ -458,8 +460,10 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
     overrides = list(hc.overrides.task)
     user_errors = (ConfigError, DataError, CheckpointError, OutputError, Diverged, AlreadyFinished)
     try:
+        if multirun and job_ranks(hc.launcher) > 1:
+            _join_job_ranks()
         config = _job_config(cfg, overrides)
-        if multirun:
+        if multirun and not launched_by_torchrun():
             config = _pin_gpu(config, hc.job.num)
         return train(config, config.resume or run_dir, overrides, keep_failed=multirun)
     except AlreadyFinished as err:
@@ -483,6 +487,27 @@ def _hydra_main(cfg: DictConfig) -> Optional[Dict]:
             return None
         raise
     return None
+
+
+def job_ranks(launcher) -> int:
+    """How many ranks one job of a submitit launcher runs, nodes x tasks_per_node (hydra/launcher=slurm_ddp;
+    submitit_local with tasks_per_node > 1); 1 for any other launcher."""
+    if not str(launcher.get("_target_", "")).startswith("hydra_plugins.hydra_submitit_launcher."):
+        return 1
+    return int(launcher.get("nodes") or 1) * int(launcher.get("tasks_per_node") or 1)
+
+
+def _join_job_ranks() -> None:
+    """Each task of the job is one rank of its run: take torchrun's variables from submitit's view of
+    the job, and leave run.log to rank 0 (the other ranks still print to their own submitit logs)."""
+    from .distributed import export_submitit_env
+
+    export_submitit_env()
+    if int(os.environ["RANK"]) > 0:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def _pin_gpu(config: Config, job_num: int) -> Config:

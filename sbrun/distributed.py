@@ -8,18 +8,25 @@ whether or not it runs under torchrun. With N processes:
   or empty chunk), so the per-chunk collectives always pair up;
 - the loss history, step composition, stop requests, budget and divergence decisions are made
   from gathered values, identically on every rank.
+
+Ranks are numbered globally (RANK: rank 0 alone writes the run's files) and per node
+(LOCAL_RANK: the GPU a rank trains on). torchrun exports both; a SLURM job whose tasks are one
+run's ranks (hydra/launcher=slurm_ddp) gets them from submitit (`export_submitit_env`).
 """
 from __future__ import annotations
 
 import math
 import os
 from datetime import timedelta
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .data import ImageSet
+from .config import ConfigError
+from .data import DataError, ImageSet
+
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -27,17 +34,47 @@ def launched_by_torchrun() -> bool:
 
 
 def local_rank() -> int:
+    """This rank's number on its node (0 on every node's first rank)."""
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def gpu_index() -> int:
+    """This rank's GPU among those it sees: LOCAL_RANK, or 0 where the launcher gave each rank a
+    GPU of its own (one visible device, e.g. SLURM's gpus_per_task=1)."""
+    return 0 if torch.cuda.device_count() == 1 else local_rank()
+
+
 def init_process_group(device: Optional[torch.device] = None) -> None:
-    """Join torchrun's group once: NCCL when this rank trains on a GPU, gloo otherwise."""
+    """Join the group once (env://: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): NCCL when this
+    rank trains on a GPU, gloo otherwise."""
     if dist.is_initialized():
         return
+    # Imported first, this module binds the default group into its functions' default arguments (DDP
+    # imports it). The group would then outlive destroy_process_group, and gloo's worker threads with
+    # it into interpreter shutdown, where a worker dropping the last reference to a tensor needs the GIL
+    # and aborts the process (a rank's SIGABRT after its last epoch). Imported now, it binds None.
+    import torch.distributed.nn.functional  # noqa: F401
     use_cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
     if use_cuda:
-        torch.cuda.set_device(local_rank())
+        torch.cuda.set_device(device if device is not None and device.index is not None else gpu_index())
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+
+
+# --- submitit (hydra/launcher=slurm_ddp): every task of the job is one rank ----------------------
+
+def export_submitit_env() -> None:
+    """Give this task of a multi-task submitit job the variables torchrun would have: RANK, WORLD_SIZE,
+    LOCAL_RANK, LOCAL_WORLD_SIZE from the job's tasks (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID under
+    SLURM), MASTER_ADDR the job's first node, MASTER_PORT one derived from the job id (or the one set).
+    CUDA_VISIBLE_DEVICES stays: a rank picks its node's GPU by LOCAL_RANK (gpu_index)."""
+    if launched_by_torchrun():
+        return
+    try:
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        raise ConfigError("a multi-task submitit job is invalid without submitit>=1.5; allowed: "
+                          "pip install 'sbrun[cluster]'") from None
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
 
 
 def agree_on(value: str) -> str:
@@ -74,6 +111,25 @@ class Collective:
     def shard(self, n: int) -> Optional[torch.Tensor]:
         """This rank's fixed set of training indices (None = all of them)."""
         return torch.arange(self.rank, n, self.world) if self.active else None
+
+    def in_turn(self, load: Callable[[], T]) -> T:
+        """`load()` on every rank: rank 0 first, then the first rank of each other node, then the rest,
+        so a dataset missing from a shared folder (or from each node's own disk) is downloaded once
+        there, never by several ranks into one folder at once. A rank's DataError or ConfigError
+        stops every rank (the others say so) instead of leaving them waiting in a collective."""
+        if not self.active:
+            return load()
+        mine = 0 if self.rank == 0 else 1 if local_rank() == 0 else 2
+        out, error = None, None
+        for turn in range(3):
+            if turn == mine:
+                try:
+                    out = load()
+                except (DataError, ConfigError) as err:
+                    error = err
+            if self.any(error is not None):
+                raise error or DataError("another rank could not load the data; its error is in its log")
+        return out
 
     def local_size(self, size: int) -> int:
         """Each rank's share of a global batch of `size` examples."""
@@ -134,6 +190,14 @@ class Collective:
         dist.all_gather(parts, padded)
         return torch.cat([p[:n] for p, n in zip(parts, lengths)])
 
+    def gather_objects(self, value) -> list:
+        """Every rank's small picklable `value`, in rank order, on every rank."""
+        if not self.active:
+            return [value]
+        out = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
     # --- checkpoint state --------------------------------------------------------------------------
 
     def gather_state(self, local: dict) -> Optional[List[dict]]:
@@ -149,6 +213,8 @@ class Collective:
         return ranks[self.rank]
 
     def close(self) -> None:
+        """Destroy the group: with no DDP wrapper left (each holds the group), this also joins gloo's
+        worker threads, so none is left to run while Python shuts down (see init_process_group)."""
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
 

@@ -24,7 +24,7 @@ from .build import build, resolve_device
 from .components import instantiate
 from .config import Config, ConfigError, check_compatible, get_dotted, to_dict
 from .data import DataError
-from .distributed import Collective, local_rank
+from .distributed import Collective, gpu_index
 from .fit import StopRequested, fit
 from .hooks import Hooks, RunInfo
 from .proxy import proxy_setup
@@ -105,7 +105,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         # A continuation keeps the overrides the run was started with (they identify it in tables).
         overrides = previous.get("overrides") or overrides
     payload = load_checkpoint(latest) if latest is not None else None
-    device = resolve_device(cfg.device, local_rank())
+    device = resolve_device(cfg.device, gpu_index())
     own_group = dist is None
     dist = dist or Collective.from_env(device)
     main = dist.rank == 0
@@ -113,6 +113,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     touched = False        # whether this command has written into the run directory yet
     hooks = Hooks().subscribe(hooks)    # the caller's, copied: the run adds its own
     try:
+        check_shared(dist, run_dir, latest)
         parts = build(cfg, run_dir, device, dist, list(overrides))
         run, ep = run_state.RunState.new(parts.n, device, cfg.optim.lr), None
         if payload is not None:
@@ -156,7 +157,19 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         raise
     finally:
         if own_group:
+            if parts is not None:      # let go of the DDP wrapper first: it holds the group
+                parts.net, parts.compiled = None, {}
             dist.close()
+
+
+def check_shared(dist: Collective, run_dir: Path, latest: Optional[Path]) -> None:
+    """Every rank continues from the checkpoint rank 0 wrote, so all of them must see the same one:
+    on several nodes, out_dir must be one folder they share (else ranks would restart apart)."""
+    seen = dist.gather_objects(None if latest is None else latest.name)
+    if len(set(seen)) > 1:
+        views = ", ".join(f"rank {r}: {name or 'none'}" for r, name in enumerate(seen))
+        raise ConfigError(f"out_dir is invalid for this multi-node run: its ranks see different checkpoints in "
+                          f"{run_dir} ({views}); allowed: an out_dir on a filesystem every node shares")
 
 
 def costs_note(parts) -> Optional[str]:

@@ -1,14 +1,17 @@
-"""Run `sbrun` under torchrun while recording every training step on every rank.
+"""A torchrun entry point that runs sbrun and records every step of this rank.
 
-Usage: torchrun --nproc_per_node=N tests/ddp_harness.py RECORD_DIR sbrun-overrides...
+Usage: torchrun --nproc_per_node=N tests/ddp_harness.py RECORD_DIR <sbrun overrides...>
 
 For each step it saves the rank's parameters before the step, the examples the rank held, the
 step's global size, the (DDP-averaged) gradient, and the parameters after the step, to
-RECORD_DIR/rank<r>.pt. tests/test_distributed.py compares them across ranks and against a
-single-process computation. The recorder is attached through the callbacks config group, and
-imported as `ddp_harness` (torchrun puts this script's folder on sys.path).
+RECORD_DIR/rank<r>.pt, and where the rank ran (RANK, LOCAL_RANK, the node's GROUP_RANK) and the
+threads it still had after the run to RECORD_DIR/rank<r>.json. tests/test_distributed.py
+compares them across ranks and against a single-process computation. The recorder is attached
+through the callbacks config group, and imported as `ddp_harness` (torchrun puts this script's
+folder on sys.path).
 """
 import atexit
+import json
 import os
 import sys
 
@@ -40,11 +43,34 @@ class Recorder:
         torch.save(self.steps, self.path)
 
 
+def thread_names():
+    """The names of this process's threads (Linux; None elsewhere)."""
+    tasks = "/proc/self/task"
+    if not os.path.isdir(tasks):
+        return None
+    names = []
+    for t in os.listdir(tasks):
+        try:
+            with open(os.path.join(tasks, t, "comm")) as f:
+                names.append(f.read().strip())
+        except OSError:          # a thread that ended meanwhile
+            pass
+    return sorted(names)
+
+
 def main() -> None:
     from sbrun.cli import main as sbrun_main
 
     record_dir, argv = sys.argv[1], sys.argv[2:]
-    sbrun_main(argv + ["+callbacks.record._target_=ddp_harness.Recorder", f"+callbacks.record.out='{record_dir}'"])
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        sbrun_main(argv + ["+callbacks.record._target_=ddp_harness.Recorder", f"+callbacks.record.out='{record_dir}'"])
+    finally:
+        os.makedirs(record_dir, exist_ok=True)
+        where = {k: int(os.environ.get(k, "0")) for k in ("RANK", "LOCAL_RANK", "GROUP_RANK", "WORLD_SIZE")}
+        where["threads"] = thread_names()
+        with open(os.path.join(record_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(where, f)
 
 
 if __name__ == "__main__":
