@@ -23,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -175,12 +176,15 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     small = folder(a.data / f"n{a.n}_s{a.size}", a.n, a.size)
-    lines = [f"# Storage benchmark ({os.cpu_count()} CPU cores; `{' '.join(sys.argv)}`)", ""]
+    # each part writes its own files; storage.md is assembled from whatever parts exist, so a part
+    # rerun alone (--skip the others) keeps the others' last results
     if "reads" not in a.skip:
         reads = read_rates(small, a.size, a.workers, a.batch, a.repeats)
-        reads.to_csv(a.out / "storage.csv", index=False)
-        lines += [f"## Reads: one epoch of {a.n} JPEGs at {a.size} px, {a.workers} workers, batch {a.batch}, "
-                  f"medians of {a.repeats} interleaved rounds", "", markdown(reads), ""]
+        reads.to_csv(a.out / "reads.csv", index=False)
+        (a.out / "reads.md").write_text(
+            f"## Reads: one epoch of {a.n} JPEGs at {a.size} px, {a.workers} workers, batch {a.batch}, medians of "
+            f"{a.repeats} interleaved rounds (`{' '.join(sys.argv)}`, load before {os.getloadavg()[0]:.2f})\n\n"
+            + markdown(reads) + "\n")
     if "bench" not in a.skip:
         subprocess.run([sys.executable, "-m", "sbrun.bench", "--out", str(a.out / "bench"), "--repeats",
                         str(a.bench_repeats), "--scoring", "none", "--loader-workers", str(a.workers),
@@ -190,16 +194,19 @@ def main() -> None:
                         f"num_workers={a.workers}", "dataset.channels=3", f"dataset.mean={MEAN}",
                         f"dataset.std={STD}", "dataset.flip=true", "model=cnn", "model.width=8", "batch_size=128"],
                        cwd=REPO, check=True)
-        lines += [f"## Training with decoding included (sbrun-bench, dataset.storage=files, {a.bench_subset} of the "
-                  f"images, cnn width 8)", "",
-                  (a.out / "bench" / "bench.md").read_text(), ""]
     if "rss" not in a.skip:
         big = folder(a.data / f"n{a.big_n}_s{a.big_size}", a.big_n, a.big_size)
-        rss = peak_memory_epoch(big, a.big_size, a.workers, a.out / "rss_run")
-        pd.DataFrame([rss]).to_csv(a.out / "rss.csv", index=False)
-        lines += ["## Peak memory (PSS) of one files epoch (sbrun and its workers)", "",
-                  markdown(pd.DataFrame([rss])), ""]
-    (a.out / "storage.md").write_text("\n".join(lines))
+        with tempfile.TemporaryDirectory() as tmp:
+            rss = pd.DataFrame([peak_memory_epoch(big, a.big_size, a.workers, Path(tmp))])
+        rss.to_csv(a.out / "rss.csv", index=False)
+    parts = [(a.out / "reads.md").read_text()] if (a.out / "reads.md").exists() else []
+    if (a.out / "bench" / "bench.md").exists():
+        parts.append(f"## Training with decoding included (sbrun-bench, dataset.storage=files, {a.bench_subset} of "
+                     f"the images, cnn width 8)\n\n" + (a.out / "bench" / "bench.md").read_text())
+    if (a.out / "rss.csv").exists():
+        parts.append("## Peak memory (PSS) of one files epoch, sbrun and its workers\n\n"
+                     + markdown(pd.read_csv(a.out / "rss.csv")) + "\n")
+    (a.out / "storage.md").write_text("\n".join([f"# Storage benchmark ({os.cpu_count()} CPU cores)", ""] + parts))
     print((a.out / "storage.md").read_text())
 
 
