@@ -47,6 +47,33 @@ def test_costs_come_from_a_bench_file(tmp_path):
     assert read_costs(BudgetConfig(unit="work", amount=1, cost_select=0.5, costs=str(path))).select == 0.5
 
 
+def test_the_data_term_charges_every_example_read():
+    """With d per example read, a Traditional epoch (N read, N trained) is still 1 work, and a
+    stale epoch that reads only what it trains pays d only for those."""
+    m = Meter("work", total=2.0, n_train=100, costs=Costs(select=1.0, train=3.0, data=2.0))
+    assert m.work(Usage(backprops=100, loaded=100)) == pytest.approx(1.0)
+    assert m.work(Usage(backprops=30, loaded=30)) == pytest.approx(30 * 5 / 500)
+    assert m.work(Usage(select_forwards=100, backprops=33, loaded=100)) == pytest.approx((100 + 99 + 200) / 500)
+
+
+def test_charge_data_reads_d_from_the_bench_file(tmp_path):
+    from sbrun.budget import read_costs
+    from sbrun.config import ConfigError
+
+    path = tmp_path / "costs.json"
+    path.write_text(json.dumps({"f_sel": 2e-5, "fb": 8e-5, "d": 4e-5}))
+    assert read_costs(BudgetConfig(unit="work", amount=1, costs=str(path))).data == 0.0       # not asked
+    assert read_costs(BudgetConfig(unit="work", amount=1, costs=str(path), charge_data=True)).data == 4e-5
+    # explicit cost_train rescales the file's d with it (the ratio d : f+b is what was measured)
+    assert read_costs(BudgetConfig(unit="work", amount=1, costs=str(path), charge_data=True,
+                                   cost_train=3.0)).data == pytest.approx(1.5)
+    with pytest.raises(ConfigError, match="budget.charge_data"):
+        BudgetConfig(unit="work", amount=1, charge_data=True)
+    path.write_text(json.dumps({"f_sel": 2e-5, "fb": 8e-5}))     # written before d was measured
+    with pytest.raises(ConfigError, match="with budget.charge_data=true"):
+        read_costs(BudgetConfig(unit="work", amount=1, costs=str(path), charge_data=True))
+
+
 # --- runs --------------------------------------------------------------------------------------------
 
 def budget_run(tmp_path, *args, name="b"):
@@ -125,3 +152,11 @@ def test_a_resume_inside_a_budget_cut_epoch_is_exact(tmp_path):
     resumed = run_sbrun(f"resume={run}")
     assert resumed.returncode == 0, resumed.stderr
     pd.testing.assert_frame_equal(comparable(tmp_path / "ref" / "runs" / "r"), comparable(run))
+
+
+def test_a_work_budget_with_a_data_term_runs_traditional_for_exactly_its_epochs(tmp_path):
+    # with d charged, a Traditional epoch still costs 1 work: a budget of 2 is two epochs
+    _, df, summary = budget_run(tmp_path, "sampler=traditional", "budget.unit=work", "budget.amount=2",
+                                "budget.cost_select=1", "budget.cost_train=3", "budget.cost_data=1")
+    assert df["epoch"].tolist() == [1, 2] and df["work"].iloc[-1] == pytest.approx(2.0)
+    assert df["examples_loaded"].tolist() == [512, 512]
