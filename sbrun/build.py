@@ -30,6 +30,7 @@ from .distributed import Collective
 from .messages import one_line
 from .proxy import Proxy, build_proxy, proxy_setup
 from .samplers import Sampler, SamplerEnv
+from .scaling import downsample
 from .schedule import lr_drop_epochs
 from .seeding import derive_seed, seed_globals
 from .timing import PhaseTimer
@@ -304,8 +305,6 @@ def instantiate_model(m: ModelConfig, spec: DatasetConfig, key: str = "model") -
 
 def check_scaled_input(model: nn.Module, spec: DatasetConfig, cfg: Config) -> None:
     """scoring.scale < 1 feeds the scoring forward smaller images: the model must take them."""
-    from .loop import downsample
-
     side = downsample(torch.zeros(1, spec.channels, spec.image_size, spec.image_size), cfg.scoring.scale).shape[-1]
     try:
         check_output(model, spec, cfg.model.target, side)

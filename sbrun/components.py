@@ -8,6 +8,7 @@ problem is one ConfigError line naming the key. build.py turns the specs into ob
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import os
 import re
@@ -17,7 +18,8 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, DatasetConfig, ModelConfig, merge_into
+from .coerce import merge_into
+from .config import ConfigError, DatasetConfig, ModelConfig
 from .messages import one_line
 
 # Arguments sbrun supplies itself where a target's signature accepts them.
@@ -47,8 +49,6 @@ def resolve_target(path: Any, key: str) -> Callable:
 
 def locate(path: str) -> Any:
     """The object at a dotted path: the longest importable module prefix, then attributes."""
-    import importlib
-
     parts = path.split(".")
     for n in range(len(parts), 0, -1):
         try:
@@ -130,20 +130,22 @@ def sampler_schema(cls: type) -> Dict[str, Any]:
     return node
 
 
-def schema_nodes() -> Dict[str, Dict[str, Any]]:
-    """The nodes config.register_schema stores for conf/ to extend, by Hydra path: the generic
-    dataset keys (name and loader are each dataset's own) and every built-in sampler by name."""
-    from .samplers.base import TraditionalConfig
-    from .samplers.baselines import ComposerConfig, Kath18Config, RandomConfig, TopKConfig
-    from .samplers.infobatch import InfoBatchConfig
-    from .samplers.kakurenbo import KakurenboConfig
-    from .samplers.rho import RhoConfig
-    from .samplers.rs2 import RS2Config
-    from .samplers.sb import SBConfig
+# The built-in samplers' config dataclasses, named by `_target_` as conf/ names them and resolved
+# when their schema nodes are asked for: this module imports no sampler, so a sampler may check a
+# nested model node with `model_config` (RHO-LOSS's irreducible-loss model) without an import cycle.
+BUILTIN_SAMPLERS = ("sbrun.samplers.base.TraditionalConfig", "sbrun.samplers.sb.SBConfig",
+                    "sbrun.samplers.baselines.RandomConfig", "sbrun.samplers.baselines.TopKConfig",
+                    "sbrun.samplers.baselines.ComposerConfig", "sbrun.samplers.baselines.Kath18Config",
+                    "sbrun.samplers.infobatch.InfoBatchConfig", "sbrun.samplers.kakurenbo.KakurenboConfig",
+                    "sbrun.samplers.rho.RhoConfig", "sbrun.samplers.rs2.RS2Config")
 
+
+def schema_nodes() -> Dict[str, Dict[str, Any]]:
+    """The nodes compose.register_schema stores for conf/ to extend, by Hydra path: the generic
+    dataset keys (name and loader are each dataset's own) and every built-in sampler by name."""
     dataset = {k: v for k, v in dataclasses.asdict(DatasetConfig()).items() if k not in ("name", "target", "loader")}
-    samplers = (TraditionalConfig, SBConfig, RandomConfig, TopKConfig, ComposerConfig, Kath18Config,
-                InfoBatchConfig, KakurenboConfig, RhoConfig, RS2Config)
+    samplers = [getattr(importlib.import_module(module), name)
+                for module, _, name in (path.rpartition(".") for path in BUILTIN_SAMPLERS)]
     return {"schema/dataset": dataset, **{f"schema/sampler/{c.name}": sampler_schema(c) for c in samplers}}
 
 

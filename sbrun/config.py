@@ -1,25 +1,21 @@
-"""Typed, validated run configuration.
+"""The run configuration's schema: typed dataclasses with their range checks.
 
-Hydra composes plain YAML from conf/; `validate()` is the one place that turns it into these
-dataclasses. Run-level keys are typed here. The three component groups carry a `_target_` and
-their schema sits beside their code (sbrun/components.py turns them into specs):
+Hydra composes plain YAML from conf/; `compose.validate()` turns it into these dataclasses (this
+module imports no other sbrun module, so everything may import it). Run-level keys are typed here.
+The three component groups carry a `_target_` and their schema sits beside their code
+(sbrun/components.py turns them into specs):
 - `model._target_`: a constructor; its signature is its schema;
 - `dataset._target_`: a loader; its signature is its schema, plus the generic DatasetConfig keys;
 - `sampler._target_`: a sampler's config dataclass (range checks in its `__post_init__`).
 
-Type coercion happens in OmegaConf merges with the schemas, range checks in each
-`__post_init__`. Every failure is a `ConfigError` whose message names the key and what is allowed,
-so the CLI can print it as one line.
+Range checks sit in each `__post_init__`; every failure is a `ConfigError` whose message names
+the key and what is allowed, so the CLI can print it as one line.
 """
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
-
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -405,167 +401,3 @@ class Config:
     @property
     def select_size(self) -> int:
         return self.select_batch_size or self.batch_size
-
-
-# --- validation ----------------------------------------------------------------------------------
-
-UNKNOWN_KEY_HINT = "allowed: the keys listed in docs/configuration.md or shown by `sbrun --cfg job`"
-_ALLOWED_BY_TYPE = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
-                    "String": "a string", "ListConfig": "a list like [1,2]"}
-
-
-def type_error_message(err: OmegaConfBaseException, prefix: str = "") -> str:
-    """One line for an OmegaConf type/structure error: the key, its value and what is allowed."""
-    key = prefix + (getattr(err, "full_key", None) or "config")
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    m = re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", text)
-    if m:
-        return f"{key}={m.group(1)} is invalid; allowed: {_ALLOWED_BY_TYPE.get(m.group(2), m.group(2))}"
-    m = re.search(r"Key '([^']+)' not in '\w+'", text) or re.search(r"Key '([^']+)' is not in struct", text)
-    if m:
-        parent = key.rsplit(".", 1)[0] + "." if "." in key else prefix
-        return f"{parent}{m.group(1)} is not a config key; {UNKNOWN_KEY_HINT}"
-    m = re.search(r"Invalid type assigned: (\w+) is not a subclass of (\w+)", text) \
-        or re.search(r"(\w+) is not a (\w+)", text)
-    if m:
-        value = getattr(err, "value", None)
-        shown = f"={value}" if value is not None else ""
-        return f"{key}{shown} is invalid; allowed: {_ALLOWED_BY_TYPE.get(m.group(2), m.group(2))}"
-    return f"{key}: {text}"
-
-
-def merge_into(schema, data: Dict[str, Any], prefix: str = ""):
-    """`data` merged onto a dataclass schema and built (running its __post_init__), or ConfigError."""
-    try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as err:
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(type_error_message(err, prefix)) from None
-
-
-def validate(cfg: DictConfig | dict) -> Config:
-    """Merge a composed config onto the schema, check every range and return the typed Config
-    with component specs. Hydra's own section (`hydra:`) is ignored. Raises ConfigError."""
-    from .components import (
-        callbacks_config,
-        dataset_config,
-        logger_config,
-        model_config,
-        sampler_config,
-        sampler_reads_beta,
-    )
-
-    if not isinstance(cfg, DictConfig):
-        cfg = OmegaConf.create(cfg)
-    try:
-        reads_beta = sampler_reads_beta(cfg)
-        data = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as err:
-        raise ConfigError(type_error_message(err)) from None
-    data.pop("hydra", None)
-    parts = {k: data.pop(k, None) or {} for k in ("dataset", "model", "sampler", "logger", "callbacks")}
-    for group in ("dataset", "model", "sampler"):
-        check_required(group, parts[group])
-    run = merge_into(Config, data)
-    assert isinstance(run, Config)
-    if not reads_beta:
-        run.beta = None
-    run.dataset = dataset_config(parts["dataset"])
-    run.model = model_config(parts["model"])
-    run.sampler = sampler_config(parts["sampler"])
-    run.logger = logger_config(parts["logger"])
-    run.callbacks = callbacks_config(parts["callbacks"])
-    return run
-
-
-# What a required (`???`) component key looks like, for the message that asks for it.
-REQUIRED_EXAMPLES = {"dataset.path": {"arrays": "FILE.npz (x_train, y_train, x_test, y_test)",
-                                      "folder": "DIR (DIR/train/<class>/*, DIR/test/<class>/*)"}}
-
-
-def check_required(group: str, node: Dict[str, Any]) -> None:
-    """A component key its YAML leaves as `???` must be given, by its own name (dataset.path)."""
-    for key, value in node.items() if isinstance(node, dict) else ():
-        if value == "???":
-            name = node.get("name", group)
-            example = REQUIRED_EXAMPLES.get(f"{group}.{key}", {}).get(name, "VALUE")
-            raise ConfigError(f"{group}.{key} is required with {group}={name}; allowed: {group}.{key}={example}")
-
-
-def to_dict(cfg: Config) -> dict:
-    """The config as plain data, in the composed layout (components with their `_target_`)."""
-    out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    for key in ("optim", "schedule", "budget", "scoring", "eval", "checkpoint"):
-        out[key] = dataclasses.asdict(out[key])
-    if not cfg.scoring.proxy.enabled:      # a run without a proxy records what it recorded before there was one
-        del out["scoring"]["proxy"]
-    out["dataset"] = cfg.dataset.node()
-    out["model"] = cfg.model.node()
-    out["sampler"] = cfg.sampler.node()
-    out["logger"] = dict(cfg.logger or {})
-    # Callbacks attach to a command (a test's spy, a harness), not to the run: a resume or a
-    # re-run does not bring them back.
-    del out["callbacks"]
-    return out
-
-
-SCHEMA_NAME = "sbrun_schema"
-
-
-def register_schema() -> None:
-    """Make the dataclasses the base of conf/: every run-level key exists with one typed default
-    (the base of conf/config.yaml, so Hydra rejects unknown keys at compose time), and the
-    dataset's generic keys and each built-in sampler's keys come from their dataclasses as the
-    nodes `schema/dataset` and `schema/sampler/<name>`, which conf/ extends with what differs."""
-    from hydra.core.config_store import ConfigStore
-
-    from .components import schema_nodes
-
-    store = ConfigStore.instance()
-    store.store(name=SCHEMA_NAME, node=Config)
-    for path, node in schema_nodes().items():
-        group, name = path.rsplit("/", 1)
-        store.store(group=group, name=name, node=node)
-
-
-# --- resume compatibility --------------------------------------------------------------------------
-
-def config_diffs(saved: Dict, current: Dict) -> List[str]:
-    """Dotted keys where two config dicts differ."""
-    return _diff(saved, current)
-
-
-def check_compatible(saved: Dict, current: Dict, what: str) -> None:
-    """The one identity check, for every way into an existing run: a new command under a taken
-    name=, a re-run that skips or extends a finished run, resume=, a sweep job, a checkpoint being
-    restored. Raise ConfigError naming the first identity key where `current` differs from
-    `saved`, with both values; settings (a longer run) and operational keys may differ."""
-    bad = [k for k in config_diffs(saved, current) if key_kind(k) == IDENTITY]
-    # a different dataset, model or sampler is named first: their own keys and beta follow from it
-    bad.sort(key=lambda k: k not in ("dataset.name", "model.name", "sampler.name"))
-    if bad:
-        k = bad[0]
-        more = f" (and {len(bad) - 1} more: {', '.join(bad[1:4])})" if len(bad) > 1 else ""
-        raise ConfigError(f"{k} cannot change for this run: the {what} has {k}={get_dotted(saved, k)!r}, "
-                          f"this command {k}={get_dotted(current, k)!r}{more}; allowed: the run's own value, "
-                          f"or changes to settings ({', '.join(keys_of_kind(SETTING))}) and operational keys; "
-                          f"for a different experiment, another name= or out_dir")
-
-
-def _diff(a, b, prefix="") -> List[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def get_dotted(d: Dict, dotted: str):
-    for part in dotted.split("."):
-        d = d.get(part) if isinstance(d, dict) else None
-    return d

@@ -23,6 +23,7 @@ from .config import ConfigError
 from .hooks import Hooks, StepInfo
 from .queue import Step
 from .samplers import Ctx, Need, Observation
+from .scaling import downsample
 from .schedule import learning_rate, scaled_lr
 from .seeding import generator
 from .state import EpochState, RunState
@@ -263,13 +264,6 @@ def scoring_logits(p, x: torch.Tensor) -> torch.Tensor:
     scorer(p).train(train_mode)
     with (torch.no_grad() if train_mode else torch.inference_mode()):
         return forward(p, "select", downsample(x, p.cfg.scoring.scale))
-
-
-def downsample(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """The scoring input at `scale` of its resolution (Composer's scale_factor, for any sampler)."""
-    if scale >= 1.0 or x.dim() != 4:
-        return x
-    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False)
 
 
 def backprop(p, run: RunState, ep: EpochState, step: Step) -> None:

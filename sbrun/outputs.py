@@ -13,7 +13,7 @@ import torch
 
 from . import records
 from .budget import Usage
-from .config import to_dict
+from .identity import to_dict
 from .proxy import PHASES as PROXY_PHASES
 from .proxy import proxy_label
 from .state import EpochState, RunState

@@ -12,7 +12,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,12 +22,15 @@ from . import state as run_state
 from .budget import costs_mismatch
 from .build import build, resolve_device
 from .components import instantiate
-from .config import Config, ConfigError, check_compatible, get_dotted, to_dict
+from .config import Config, ConfigError
 from .data import DataError
 from .distributed import Collective, gpu_index
 from .fit import StopRequested, fit
 from .hooks import Hooks, RunInfo
+from .identity import check_compatible, get_dotted, to_dict
 from .proxy import proxy_setup
+from .samplers import SubRun
+from .seeding import global_rng_state, set_global_rng_state
 
 log = logging.getLogger("sbrun")
 
@@ -90,20 +93,8 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
     fails before training continues (a bad checkpoint, moved data), is left exactly as it was.
     `hooks` and the callbacks group observe this command's part of the run; neither is recorded."""
     run_dir = Path(run_dir)
-    overrides = [o for o in overrides if top_key(o) != "callbacks"]
-    previous = check_run_dir(run_dir, to_dict(cfg))
-    latest = ckpt.latest(run_dir)
+    previous, latest, overrides = existing_run(run_dir, cfg, [o for o in overrides if top_key(o) != "callbacks"])
     fresh = previous is None and latest is None
-    if previous is not None:
-        if is_finished(previous, to_dict(cfg)):
-            raise AlreadyFinished(f"{run_dir} already holds a finished run ({previous.get('epochs_completed')} "
-                                  f"epochs, stopped on {previous.get('stop_reason') or 'epochs'})")
-        if previous.get("epochs_completed") and latest is None:
-            raise ConfigError(f"{run_dir} holds {previous['epochs_completed']} epoch(s) but no checkpoint "
-                              f"(checkpoint.enabled=false), so it cannot be continued; allowed: another name= or "
-                              f"out_dir, or delete that directory")
-        # A continuation keeps the overrides the run was started with (they identify it in tables).
-        overrides = previous.get("overrides") or overrides
     payload = load_checkpoint(latest) if latest is not None else None
     device = resolve_device(cfg.device, gpu_index())
     own_group = dist is None
@@ -123,10 +114,12 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         touched = True
         if latest is None:     # a stop during the sampler's first phase leaves a run `resume=` continues
             outputs.write_summary(parts, run, records.RUNNING)
-        parts.prepared = parts.sampler.prepare(parts)
+        # built before the sampler's nested run, whose optimizer steps they see (step_hooks)
+        callbacks = list(instantiate(cfg.callbacks, "callbacks").values())
+        parts.prepared = prepare_sampler(parts, step_hooks(hooks, *callbacks))
         if latest is None:      # a restored run's totals already hold the first phase's work
             run.totals["extra_work"] = float(parts.prepared.get("extra_work", 0.0))
-        start_callbacks(parts, hooks, resumed=latest is not None)
+        start_callbacks(parts, hooks, callbacks, resumed=latest is not None)
         if main and (note := costs_note(parts)):
             log.warning("%s", note)
         if main and (note := proxy_note(parts)):
@@ -143,17 +136,7 @@ def train(cfg: Config, run_dir: Path | str, overrides: Sequence[str] = (), dist:
         if fresh and not keep_failed and isinstance(err, (ConfigError, DataError)) and (run is None or not run.rows):
             discard(run_dir, Path(cfg.out_dir))       # bad input: no half-made run directory
             raise
-        reason = f"{type(err).__name__}: {err}"
-        try:
-            if parts is not None and run is not None:
-                summary = outputs.write_summary(parts, run, records.FAILED, reason=reason)
-                hooks.call("on_end", records.FAILED, summary)
-            else:
-                records.write_json(run_dir / records.SUMMARY, {"status": records.FAILED, "reason": reason,
-                                                               "config": to_dict(cfg),
-                                                               "params": outputs.run_params(cfg)})
-        except records.OutputError:
-            pass   # the original error is the one to report
+        record_failure(err, run_dir, cfg, parts, run, hooks)
         raise
     finally:
         if own_group:
@@ -170,6 +153,81 @@ def check_shared(dist: Collective, run_dir: Path, latest: Optional[Path]) -> Non
         views = ", ".join(f"rank {r}: {name or 'none'}" for r, name in enumerate(seen))
         raise ConfigError(f"out_dir is invalid for this multi-node run: its ranks see different checkpoints in "
                           f"{run_dir} ({views}); allowed: an out_dir on a filesystem every node shares")
+
+
+def existing_run(run_dir: Path, cfg: Config, overrides: List[str]) -> Tuple[Optional[Dict], Optional[Path], List[str]]:
+    """What `run_dir` holds, checked for this config: its summary (None: no run there), its latest
+    checkpoint, and the overrides that identify the run (a continuation keeps those it was
+    started with: they identify it in tables). A finished run, or one that cannot continue, is
+    refused."""
+    previous = check_run_dir(run_dir, to_dict(cfg))
+    latest = ckpt.latest(run_dir)
+    if previous is not None:
+        if is_finished(previous, to_dict(cfg)):
+            raise AlreadyFinished(f"{run_dir} already holds a finished run ({previous.get('epochs_completed')} "
+                                  f"epochs, stopped on {previous.get('stop_reason') or 'epochs'})")
+        if previous.get("epochs_completed") and latest is None:
+            raise ConfigError(f"{run_dir} holds {previous['epochs_completed']} epoch(s) but no checkpoint "
+                              f"(checkpoint.enabled=false), so it cannot be continued; allowed: another name= or "
+                              f"out_dir, or delete that directory")
+        overrides = previous.get("overrides") or overrides
+    return previous, latest, overrides
+
+
+def record_failure(err: Exception, run_dir: Path, cfg: Config, parts, run, hooks: Hooks) -> None:
+    """The failure's reason in summary.json (and the callbacks' end), best effort."""
+    reason = f"{type(err).__name__}: {err}"
+    try:
+        if parts is not None and run is not None:
+            summary = outputs.write_summary(parts, run, records.FAILED, reason=reason)
+            hooks.call("on_end", records.FAILED, summary)
+        else:
+            records.write_json(run_dir / records.SUMMARY, {"status": records.FAILED, "reason": reason,
+                                                           "config": to_dict(cfg), "params": outputs.run_params(cfg)})
+    except records.OutputError:
+        pass   # the original error is the one to report
+
+
+def prepare_sampler(parts, hooks: Hooks) -> Dict:
+    """The sampler's first phase: the nested run it asks for, if any, trained here (calling
+    `hooks`), then its `prepare`. A nested run reseeds and draws from the global RNGs; the main
+    run must not notice, so that a restart (which skips the phase once the sampler has cached its
+    result) continues it identically."""
+    sub = parts.sampler.sub_run(parts)
+    if sub is None:
+        return parts.sampler.prepare(parts)
+    rng = global_rng_state()
+    try:
+        train_sub_run(parts, sub, hooks)
+        return parts.sampler.prepare(parts, sub)
+    finally:
+        set_global_rng_state(rng)
+
+
+def step_hooks(*callbacks) -> Hooks:
+    """The step events of this command's callbacks, for a sampler's nested run: its optimizer
+    steps are the command's too (a kill after step k counts them); its rows and end are its own."""
+    every = Hooks().subscribe(*callbacks)
+    return Hooks(before_step=every.before_step, after_step=every.after_step)
+
+
+def train_sub_run(parts, sub: SubRun, hooks: Hooks) -> None:
+    """Train (or finish training, from its latest checkpoint) a sampler's nested run, on the
+    main run's device and process group; fills in its trained parts and final summary."""
+    run_dir = Path(sub.run_dir)
+    p = build(sub.cfg, run_dir, parts.device, parts.dist, data=sub.data)
+    run, ep = run_state.RunState.new(p.n, p.device, sub.cfg.optim.lr), None
+    latest = ckpt.latest(run_dir)
+    if latest is not None:
+        run, ep = run_state.restore(p, ckpt.load(latest))
+        log.info("resuming %s from %s", sub.what, latest.name)
+    try:
+        sub.summary = fit(p, run, ep, hooks)
+    except StopRequested as err:
+        raise StopRequested(f"stopped by signal while training {sub.what} (its state is checkpointed in "
+                            f"{run_dir}); continue with `sbrun resume={parts.run_dir}`, or the same command again "
+                            f"with name=", err.signum) from None
+    sub.parts = p
 
 
 def costs_note(parts) -> Optional[str]:
@@ -229,14 +287,14 @@ def training_notes(parts, run: run_state.RunState) -> Callable[[Dict], None]:
     return note
 
 
-def start_callbacks(parts, hooks: Hooks, resumed: bool) -> None:
+def start_callbacks(parts, hooks: Hooks, callbacks: Sequence, resumed: bool) -> None:
     """Subscribe the trackers (logger=..., rank 0 only; a resumed run continues the same tracker
-    runs) and the callbacks group to the run's hooks, and start them all."""
+    runs) and the callbacks group's objects to the run's hooks, and start them all."""
     from .trackers import STATE_FILE, build
 
     if not resumed and parts.dist.rank == 0:   # a run that starts over also starts new tracker runs
         (parts.run_dir / STATE_FILE).unlink(missing_ok=True)
-    hooks.subscribe(*build(parts.cfg.logger), *instantiate(parts.cfg.callbacks, "callbacks").values())
+    hooks.subscribe(*build(parts.cfg.logger), *callbacks)
     config = json.loads(json.dumps(to_dict(parts.cfg), default=str))    # JSON types, as summary.json holds it
     hooks.start(RunInfo(parts.run_dir, config, parts.run_dir.name, parts.dist.rank))
 

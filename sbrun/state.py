@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from . import checkpoint as ckpt
-from .config import ConfigError, check_compatible, to_dict
+from .config import ConfigError
+from .identity import check_compatible, to_dict
 from .queue import BackpropQueue
 from .seeding import global_rng_state, set_global_rng_state
 

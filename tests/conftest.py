@@ -17,8 +17,8 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from sbrun.cli import config_dir  # noqa: E402  (registers the schema and resolvers)
-from sbrun.config import Config, validate  # noqa: E402
+from sbrun.compose import config_dir, validate  # noqa: E402  (registers the schema and resolvers)
+from sbrun.config import Config  # noqa: E402
 from sbrun.runner import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

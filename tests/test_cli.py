@@ -114,3 +114,29 @@ def test_every_sampler_runs_in_one_sweep(tmp_path):
             continue
         assert last[name] < 0.9, (name, last[name])
     assert json.loads((sweep / "sweep_summary.json").read_text())["failed"] == []
+
+
+def test_preflight_reads_the_flags_hydra_reads():
+    # preflight parses the command line without Hydra's internals; a flag Hydra has and it lacks
+    # would pass preflight unchecked, one it has and Hydra lacks would be checked for nothing
+    from hydra._internal.utils import get_args_parser
+
+    from sbrun.preflight import arg_parser, parse_args
+
+    def flags(parser):
+        return {(a.dest, tuple(sorted(a.option_strings)), a.nargs, a.const) for a in parser._actions}
+    assert flags(arg_parser()) == {f for f in flags(get_args_parser()) if f[0] != "version"} | {
+        ("version", ("--version",), 0, True)}
+    args, rest = parse_args(["-m", "beta=1,2", "sampler=sb", "--config-dir", "extra", "-cn", "config"])
+    assert args.multirun and args.overrides == ["beta=1,2", "sampler=sb"] and rest == []
+    assert args.config_dir == "extra" and args.config_name == "config" and not args.help
+    assert parse_args(["beta=1", "-m", "seed=2"])[1] == ["seed=2"]      # Hydra refuses this itself
+
+
+def test_a_key_override_is_judged_after_the_overrides_before_it(tmp_path):
+    # sbrun applies the key overrides in order, as Hydra does, to name the one Hydra refused
+    res = run_sbrun("~sampler.history", "sampler.history=3", f"out_dir={tmp_path}")
+    (line,) = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and line.startswith("sbrun: error: sampler.history has no effect with sampler=sb; ")
+    allowed = line.split("allowed: ")[1].split(", ")
+    assert "beta" in allowed and "staleness" in allowed and "history" not in allowed

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sbrun.cli import composer, config_dir
 from sbrun.components import extended, locate, package_header, sampler_schema, schema_nodes
-from sbrun.config import Config, validate
+from sbrun.compose import composer, config_dir, validate
+from sbrun.config import Config
 
 SNAPSHOTS = Path(__file__).parent / "data" / "composed"
 LEFT_OUT = ("hydra", "logger")

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from conftest import TINY, assert_same_run, make_config, run_sbrun
 from sbrun import distributed
 from sbrun.build import load_data
-from sbrun.cli import config_dir, job_ranks
+from sbrun.cli import job_ranks
+from sbrun.compose import config_dir
 from sbrun.config import ConfigError
 from sbrun.data import DataError
 from sbrun.runner import check_shared, train

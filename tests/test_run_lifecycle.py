@@ -131,6 +131,20 @@ def test_bad_input_with_an_extra_config_dir_is_checked_before_anything_runs(tmp_
     assert summary(tmp_path / "out" / "runs" / "m")["params"]["sampler"] == "mine"
 
 
+def test_a_run_with_an_extra_config_dir_resumes_with_it(tmp_path):
+    extra = tmp_path / "myconf" / "sampler"
+    extra.mkdir(parents=True)
+    (extra / "mine.yaml").write_text("_target_: sbrun.samplers.sb.SBConfig\nname: mine\nbeta: ${beta}\n")
+    first = run_sbrun("--config-dir", str(tmp_path / "myconf"), *TINY, "sampler=mine", "epochs=1",
+                      f"out_dir={tmp_path / 'out'}", "name=m")
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "out" / "runs" / "m"
+    # the resumed task composes the saved command inside Hydra's app, on its search path
+    again = run_sbrun("--config-dir", str(tmp_path / "myconf"), f"resume={run}", "epochs=2")
+    assert again.returncode == 0, again.stderr
+    assert summary(run)["epochs_completed"] == 2 and summary(run)["params"]["sampler"] == "mine"
+
+
 # --- 9. one line that says what is allowed; nothing accepted without effect ---------------------
 
 @pytest.mark.parametrize("override,expected", [

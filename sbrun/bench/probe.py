@@ -53,8 +53,7 @@ def sgd_step(forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.o
 
 def compose_configs(named: Dict[str, List[str]]) -> Dict[str, Config]:
     """Validated configs (a bad override is one ConfigError line, as on sbrun's command line)."""
-    from ..cli import composer
-    from ..config import validate
+    from ..compose import composer, validate
 
     with composer() as compose:
         return {name: validate(compose(overrides)) for name, overrides in named.items()}

@@ -19,7 +19,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
 import torch
 
@@ -76,6 +76,20 @@ class SamplerEnv:
     epochs: int = 1               # the run's epochs (its length when no budget is set)
     lr_milestones: List[float] = dataclasses.field(default_factory=list)   # epochs where the lr drops
     run_dir: Optional[Path] = None
+
+
+@dataclass
+class SubRun:
+    """A nested training run a sampler asks for (`Sampler.sub_run`). The runner builds it in
+    `run_dir` on `data`, trains it (resuming from its own checkpoints there, so a stop during it
+    resumes it), then fills in `parts` (its trained build.Parts) and `summary` (its final
+    summary.json) and hands it to `Sampler.prepare`. Samplers describe the run; they never train it."""
+    cfg: Any                          # its config.Config
+    run_dir: Path
+    data: Any = None                  # what it trains on (build.Data); None = what its config loads
+    what: str = "the nested run"      # how the log and a stop message name it
+    parts: Any = None
+    summary: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -138,12 +152,19 @@ class Sampler:
     def priming(self, ctx: Ctx) -> bool:
         return ctx.epoch < self.cfg.prime_epochs
 
-    def prepare(self, parts) -> Dict[str, float]:
-        """Once before training, on every start (new or resumed): work a sampler needs done first
-        (RHO-LOSS trains its irreducible-loss model), cached so that a restart finds it done.
-        `parts` is the run's build.Parts. Returns the phase's cost, {"extra_work": work units
-        (Traditional-epoch equivalents), "extra_time_s": seconds}, which count toward the run's
-        budget and appear in summary.json, plus any other numbers worth recording there."""
+    def sub_run(self, parts) -> Optional["SubRun"]:
+        """Once before training, on every start (new or resumed), before `prepare`: a nested run
+        the runner is to train first (RHO-LOSS's irreducible-loss model), or None. `parts` is the
+        run's build.Parts. A sampler that caches the nested run's result returns None once the
+        cache is there, so that a restart finds the phase done."""
+        return None
+
+    def prepare(self, parts, sub: Optional["SubRun"] = None) -> Dict[str, float]:
+        """Once before training, on every start: work a sampler needs done first, with `sub`, the
+        trained nested run `sub_run` asked for (passed only when there was one). Returns the
+        phase's cost, {"extra_work": work units (Traditional-epoch equivalents), "extra_time_s":
+        seconds}, which count toward the run's budget and appear in summary.json, plus any other
+        numbers worth recording there."""
         return {}
 
     def visit(self, epoch: int, progress: float, generator: torch.Generator) -> Optional[torch.Tensor]:

@@ -2,11 +2,11 @@
 reduce, judged against what a model trained on held-out data cannot reduce.
 
 Two phases:
-1. `prepare`: a seeded `holdout` fraction of the training set trains an irreducible-loss model
-   (a nested, Traditional sbrun run in `<run_dir>/irreducible/`, with its own metrics, summary and
-   checkpoints, so a kill during this phase resumes it). That model then scores every other
-   training example once, in eval mode and without augmentation; the losses are cached in
-   `<run_dir>/irreducible/losses.pt`.
+1. `sub_run` and `prepare`: a seeded `holdout` fraction of the training set trains an
+   irreducible-loss model (a nested, Traditional sbrun run in `<run_dir>/irreducible/`, which the
+   runner trains, with its own metrics, summary and checkpoints, so a kill during this phase
+   resumes it). That model then scores every other training example once, in eval mode and
+   without augmentation; the losses are cached in `<run_dir>/irreducible/losses.pt`.
 2. The loop: the main model never visits the holdout. Each step scores a pool of
    pool_factor * batch_size examples and backpropagates the batch_size of them with the largest
    reducible loss, loss - irreducible loss.
@@ -26,13 +26,12 @@ from typing import Any, ClassVar, Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint as ckpt
 from .. import records
 from ..config import BudgetConfig, ConfigError, check
 from ..data import ImageSet
-from ..seeding import derive_seed, generator, global_rng_state, set_global_rng_state
+from ..seeding import derive_seed, generator
 from . import rules
-from .base import Ctx, Need, Sampler, SamplerConfig, Selection, TraditionalConfig
+from .base import Ctx, Need, Sampler, SamplerConfig, Selection, SubRun, TraditionalConfig
 
 log = logging.getLogger("sbrun")
 
@@ -113,7 +112,8 @@ class RhoLoss(Sampler):
     Under DDP each rank keeps the top of its own share of the pool (the reference runs on one
     GPU); the irreducible losses are global per example, computed identically on every rank.
     Nothing needs checkpointing: the holdout follows from the seed and the irreducible losses
-    from the cache (or the nested run's final checkpoint), which `prepare` reloads on every start.
+    from the cache (or the nested run's final checkpoint), which `sub_run` and `prepare` reload on
+    every start.
     """
 
     def __init__(self, cfg: RhoConfig, env):
@@ -121,6 +121,7 @@ class RhoLoss(Sampler):
         self.pool = cfg.pool_factor * env.batch_size
         self.holdout = holdout_mask(env.n_train, cfg.holdout, env.seed)
         self.irreducible: Optional[torch.Tensor] = None    # per training example; NaN on the holdout
+        self.cached: Optional[dict] = None                 # phase 1's cache, read by sub_run
 
     def chunk_size(self, select_size: int) -> int:
         return self.pool
@@ -139,25 +140,27 @@ class RhoLoss(Sampler):
             return Selection(torch.empty(0, dtype=torch.long, device=self.device))
         return Selection(reducible_topk(losses, self.irreducible[ctx.idx], k))
 
-    def prepare(self, parts) -> Dict[str, float]:
+    def sub_run(self, parts) -> Optional[SubRun]:
+        """The irreducible-loss model's run, unless an earlier start cached its losses."""
+        self.cached = read_cache(Path(parts.run_dir) / SUB_DIR / CACHE)
+        return None if self.cached is not None else irreducible_run(parts, self.cfg, self.holdout)
+
+    def prepare(self, parts, sub: Optional[SubRun] = None) -> Dict[str, float]:
         cache = Path(parts.run_dir) / SUB_DIR / CACHE
-        saved = read_cache(cache)
-        if saved is None:
-            # The nested run reseeds and draws from the global RNGs; the main run must not notice,
-            # so that a restart (which may skip this phase) continues it identically.
-            rng = global_rng_state()
-            try:
-                saved = irreducible_phase(parts, self.cfg, self.holdout)
-            finally:
-                set_global_rng_state(rng)
+        if sub is not None:
+            saved = irreducible_losses(parts, sub, self.holdout)
             if parts.dist.rank == 0:
                 buf = io.BytesIO()
                 torch.save(saved, buf)
                 records.atomic_write(cache, buf.getvalue())
-        elif not torch.equal(saved["holdout"], self.holdout.nonzero().squeeze(1)):
-            raise ConfigError(f"{cache} holds another holdout split than this run's (seed, dataset or "
-                              f"sampler.holdout differ); allowed: the run it was written for (delete "
-                              f"{cache.parent} to train the irreducible-loss model again)")
+        else:
+            saved = self.cached
+            if saved is None:
+                raise RuntimeError("RhoLoss.prepare needs sub_run first (the runner calls both)")
+            if not torch.equal(saved["holdout"], self.holdout.nonzero().squeeze(1)):
+                raise ConfigError(f"{cache} holds another holdout split than this run's (seed, dataset or "
+                                  f"sampler.holdout differ); allowed: the run it was written for (delete "
+                                  f"{cache.parent} to train the irreducible-loss model again)")
         self.irreducible = saved["losses"].to(self.device)
         meter = parts.meter
         if meter.unit == "work" and saved["prepared"]["extra_work"] >= meter.total:
@@ -179,38 +182,26 @@ def read_cache(path: Path) -> Optional[dict]:
 
 # --- phase 1 -----------------------------------------------------------------------------------
 
-def irreducible_phase(parts, cfg: RhoConfig, holdout: torch.Tensor) -> dict:
-    """Train (or finish training) the irreducible-loss model on the holdout, then score every
-    other training example with it. Returns the cache: losses, the holdout and the phase's cost."""
-    from .. import state as run_state
-    from ..budget import Usage
-    from ..build import build
-    from ..fit import StopRequested, fit
-    from ..hooks import Hooks
-
+def irreducible_run(parts, cfg: RhoConfig, holdout: torch.Tensor) -> SubRun:
+    """The nested run that trains (or finishes training) the irreducible-loss model on the holdout."""
     sub_dir = Path(parts.run_dir) / SUB_DIR
     sub_cfg = irreducible_config(parts.cfg, cfg)
     hold_idx = holdout.nonzero().squeeze(1)
     log.info("RHO-LOSS phase 1: training the irreducible-loss model (%s) on %d holdout examples for %d "
              "epochs in %s", sub_cfg.model.name, hold_idx.numel(), cfg.epochs, sub_dir)
-    sub = build(sub_cfg, sub_dir, parts.device, parts.dist, data=holdout_data(parts.data, hold_idx,
-                                                                              cfg.clean_holdout))
-    run, ep = run_state.RunState.new(sub.n, sub.device, sub_cfg.optim.lr), None
-    latest = ckpt.latest(sub_dir)
-    if latest is not None:
-        run, ep = run_state.restore(sub, ckpt.load(latest))
-        log.info("resuming the irreducible-loss model from %s", latest.name)
-    try:
-        final = fit(sub, run, ep, Hooks())
-    except StopRequested as err:
-        raise StopRequested(f"stopped by signal while training the irreducible-loss model (its state is "
-                            f"checkpointed in {sub_dir}); continue with `sbrun resume={parts.run_dir}`, or the same "
-                            f"command again with name=",
-                            err.signum) from None
+    return SubRun(sub_cfg, sub_dir, holdout_data(parts.data, hold_idx, cfg.clean_holdout),
+                  what="the irreducible-loss model")
 
+
+def irreducible_losses(parts, sub: SubRun, holdout: torch.Tensor) -> dict:
+    """Score every training example off the holdout with the trained irreducible-loss model.
+    Returns the cache: losses, the holdout and the phase's cost (its training and this scoring)."""
+    from ..budget import Usage
+
+    final = sub.summary
     t0 = time.perf_counter()
-    train_idx = (~holdout).nonzero().squeeze(1)
-    scored = score_examples(sub, parts.data.train.take(train_idx))
+    hold_idx, train_idx = holdout.nonzero().squeeze(1), (~holdout).nonzero().squeeze(1)
+    scored = score_examples(sub.parts, parts.data.train.take(train_idx))
     losses = torch.full((holdout.numel(),), float("nan"))
     losses[train_idx] = scored
     score_s = time.perf_counter() - t0

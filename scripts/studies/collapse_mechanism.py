@@ -28,8 +28,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from sbrun import loop
-from sbrun.cli import config_dir
-from sbrun.config import validate
+from sbrun.compose import config_dir, validate
 from sbrun.evaluate import evaluate, recalibrate_bn
 from sbrun.hooks import Hooks
 from sbrun.runner import train
