@@ -1,7 +1,7 @@
 """Test- and validation-set evaluation, and batch-norm recalibration before it."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -12,8 +12,11 @@ from .data import ImageSet
 from .data.storage import LazyImages
 from .seeding import generator
 
+if TYPE_CHECKING:
+    from .build import Parts
 
-def scores(p) -> Dict[str, float]:
+
+def scores(p: Parts) -> Dict[str, float]:
     """test_loss, test_acc, test_error, and val_* likewise when the run holds out a validation
     split (absent without one)."""
     out = {}
@@ -24,7 +27,7 @@ def scores(p) -> Dict[str, float]:
     return out
 
 
-def evaluate(p, s: Optional[ImageSet] = None) -> Tuple[float, float]:
+def evaluate(p: Parts, s: Optional[ImageSet] = None) -> Tuple[float, float]:
     """(mean loss, accuracy) of the bare model in eval mode on `s` (the test set by default),
     sharded across ranks."""
     model = p.model
@@ -41,7 +44,7 @@ def evaluate(p, s: Optional[ImageSet] = None) -> Tuple[float, float]:
     return loss_sum / count, correct / count
 
 
-def batches(s: ImageSet, p, size: int):
+def batches(s: ImageSet, p: Parts, size: int):
     """Normalised, unaugmented batches of an ImageSet, on the run's device and memory format.
     Images on disk are read by `num_workers` DataLoader workers, a batch at a time."""
     if isinstance(s.images, LazyImages):
@@ -65,7 +68,7 @@ class ReadRows:
         return self.s.images[idx], self.s.labels[idx]
 
 
-def recalibrate_bn(p, epoch: int) -> None:
+def recalibrate_bn(p: Parts, epoch: int) -> None:
     """Re-estimate batch-norm running statistics on `bn_recalibrate` uniformly drawn training
     examples (unaugmented, like the test inputs), without touching any weight.
 

@@ -2,7 +2,8 @@
 
 A run ends when its length is spent (`epochs`, or `budget.amount` in its unit, possibly
 mid-epoch), when its `hours` cap is crossed at an epoch end, or when a stop signal arrives
-(SIGINT, SIGTERM, SIGUSR2: checkpoint, status stopped, exit 3).
+(SIGINT, SIGTERM, SIGUSR2: checkpoint, status stopped, exit 3); stopping.should_stop decides,
+here between epochs and in the loop within them.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import logging
 import os
 import signal
 import time
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
@@ -18,8 +19,12 @@ from . import grid, outputs, records
 from . import state as run_state
 from .evaluate import recalibrate_bn, scores
 from .hooks import Hooks
-from .loop import budget_spent, capture_streams, forward, run_epoch, score, usage
+from .loop import capture_streams, run_epoch, score, train_forward, usage
 from .state import EpochState, RunState
+from .stopping import At, Stop, should_stop
+
+if TYPE_CHECKING:
+    from .build import Parts
 
 log = logging.getLogger("sbrun")
 
@@ -36,8 +41,9 @@ class StopFlag:
     """Turns stop signals into a flag the loop checks between chunks.
 
     SIGINT (Ctrl-C), SIGTERM (plain pre-emption) and SIGUSR2 (SLURM's warning before a time limit
-    or pre-emption, as the submitit launcher asks for) all mean: finish the current chunk, write a
-    checkpoint, exit with status 3. SIGTERM is left alone where a launcher already handles it
+    or pre-emption, as the submitit launcher asks for) all mean: finish the current chunk (the
+    next one too when the flag rises after the chunk's gather, which carries it to every rank),
+    write a checkpoint, exit with status 3. SIGTERM is left alone where a launcher already handles it
     (submitit ignores it and waits for SIGUSR2); SIGUSR2 is passed on afterwards (cli.pass_on),
     so submitit still requeues the job, which then resumes from the checkpoint.
     """
@@ -73,7 +79,7 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
+def fit(p: Parts, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
     """Train until the run's end and return its final summary. `ep` is the epoch in progress of a
     mid-epoch checkpoint, or None to start the next epoch afresh."""
     ep = ep or new_epoch(p, run.epoch)
@@ -82,35 +88,34 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
     run.stop_reason = None
     outputs.write_summary(p, run, records.RUNNING)
     warmup_compile(p, run)
-    with StopFlag() as stop:
-        while (reason := length_reached(p, run)) is None:
-            ended = run_epoch(p, run, ep, hooks, lambda: stop.signal is not None)
+    with StopFlag() as flag:
+        while (stop := should_stop(p, usage(p, run), At.EPOCH)) is Stop.NO:
+            ended = run_epoch(p, run, ep, hooks, lambda: flag.signal is not None)
             phases = end_phases(p, ep)
             phases["wall"] = time.perf_counter() - run.clock0 - run.totals["wall_time"]   # this epoch's, so far
-            if ended == "signal":
-                stop_now(p, run, ep, stop.signal, phases)
-            if ended == "budget":
-                # checkpointed before the evaluation touches anything: a larger budget continues here
+            if ended is Stop.SIGNAL:
+                stop_now(p, run, ep, flag.signal, phases)
+            if ended is not Stop.NO:
+                # the run's length, spent mid-epoch: checkpointed before the evaluation touches
+                # anything, so a larger budget continues here
                 capture_streams(p, ep)
                 ep.phases = phases
                 run_state.save(p, run, ep, mid=True)
             wall = time.perf_counter() - run.clock0
             close_epoch(p, run, ep, phases, wall, hooks)
-            if ended == "budget":
-                reason = "budget"
+            if ended is not Stop.NO:
+                stop = ended
                 break
             outputs.fold_epoch(run, ep, phases, wall)
             # what still waits is carried (epoch_end=carry, or the remainder after the authors' final full step)
             ep = new_epoch(p, run.epoch, carried=ep.queue if len(ep.queue) else None)
             run_state.save(p, run, ep, mid=False)
             outputs.write_summary(p, run, records.RUNNING)
-            if p.cfg.hours is not None and p.dist.any(run.totals["train_time"] >= p.cfg.hours * 3600):
-                log.info("time cap of %g h reached after epoch %d", p.cfg.hours, run.epoch)
-                reason = "hours"
-                break
+    if stop is Stop.HOURS:
+        log.info("time cap of %g h reached after epoch %d", p.cfg.hours, run.epoch)
     if p.grid is not None:
-        grid.final_row(p, run, usage(p, run, ep), int(run.totals["steps"]) + ep.steps, hooks)
-    run.stop_reason = reason
+        grid.final_row(p, run, usage(p, run, ep), run_state.counted(run, ep)["steps"], hooks)
+    run.stop_reason = stop.value
     outputs.finish_outputs(p, run)
     final = outputs.write_summary(p, run, records.FINISHED)
     if final.get("warning"):
@@ -119,14 +124,7 @@ def fit(p, run: RunState, ep: Optional[EpochState], hooks: Hooks) -> Dict:
     return final
 
 
-def length_reached(p, run: RunState) -> Optional[str]:
-    """Why the run is over before its next epoch starts, or None."""
-    if p.cfg.budget.amount is None:
-        return "epochs" if run.epoch >= p.cfg.epochs else None
-    return "budget" if budget_spent(p, usage(p, run, new_epoch(p, run.epoch))) else None
-
-
-def new_epoch(p, epoch: int, carried=None) -> EpochState:
+def new_epoch(p: Parts, epoch: int, carried=None) -> EpochState:
     """A fresh epoch; `carried` is the previous epoch's queue when the sampler carries it over."""
     ep = EpochState.new(epoch, p.local_batch, p.dist.rank, p.device)
     if carried is not None:
@@ -134,7 +132,7 @@ def new_epoch(p, epoch: int, carried=None) -> EpochState:
     return ep
 
 
-def end_phases(p, ep: EpochState) -> Dict[str, float]:
+def end_phases(p: Parts, ep: EpochState) -> Dict[str, float]:
     """The epoch's phase seconds, including those spent before a mid-epoch resume."""
     phases = p.timer.end_epoch()
     for k, v in ep.phases.items():
@@ -142,7 +140,7 @@ def end_phases(p, ep: EpochState) -> Dict[str, float]:
     return phases
 
 
-def close_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], wall: float, hooks: Hooks) -> None:
+def close_epoch(p: Parts, run: RunState, ep: EpochState, phases: Dict[str, float], wall: float, hooks: Hooks) -> None:
     """The sampler's end of epoch, then the epoch's row (evaluated after re-estimating batch-norm
     statistics when asked); on an evaluation grid no row: the epoch's counters wait for the next."""
     extra = p.sampler.end_epoch(ep.epoch)
@@ -154,7 +152,7 @@ def close_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], wall
     outputs.record_row(p, run, outputs.epoch_row(p, run, ep, phases, extra, scores(p), wall), hooks)
 
 
-def stop_now(p, run: RunState, ep: EpochState, signum: Optional[int], phases: Dict[str, float]) -> None:
+def stop_now(p: Parts, run: RunState, ep: EpochState, signum: Optional[int], phases: Dict[str, float]) -> None:
     """Checkpoint the epoch in progress and leave; `resume` continues from this chunk."""
     ep.phases = phases
     capture_streams(p, ep)
@@ -167,7 +165,7 @@ def stop_now(p, run: RunState, ep: EpochState, signum: Optional[int], phases: Di
     raise StopRequested(f"stopped by signal in epoch {ep.epoch + 1}; {how}", signum)
 
 
-def warmup_compile(p, run: RunState) -> None:
+def warmup_compile(p: Parts, run: RunState) -> None:
     """Build the compiled train and scoring graphs outside the timed epochs, then undo the side
     effects (weights, batch-norm statistics, gradients)."""
     if not p.compiled or run.epoch > 0 or run.rows:
@@ -178,7 +176,7 @@ def warmup_compile(p, run: RunState) -> None:
     p.stream.start_epoch(-1)
     x, y = next(iter(p.stream.chunks(max(p.chunk, p.local_batch)))).images()
     p.net.train()
-    torch.nn.functional.cross_entropy(forward(p, "train", x[:p.local_batch]).float(), y[:p.local_batch]).backward()
+    torch.nn.functional.cross_entropy(train_forward(p, x[:p.local_batch]).float(), y[:p.local_batch]).backward()
     p.optimizer.zero_grad(set_to_none=True)
     score(p, x[:p.chunk], y[:p.chunk])
     p.model.load_state_dict(saved)

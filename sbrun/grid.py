@@ -13,38 +13,40 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
 
-from . import outputs
+from . import outputs, state
 from .budget import Usage
 from .evaluate import recalibrate_bn, scores
 from .state import EpochState, RunState
 
+if TYPE_CHECKING:
+    from .build import Parts
 
-def due(p, run: RunState, u: Usage) -> bool:
+
+def due(p: Parts, run: RunState, u: Usage) -> bool:
     """Whether `u` has crossed a grid point not yet evaluated."""
     return p.grid is not None and p.grid.passed(u) > run.evals
 
 
-def evaluate_now(p, run: RunState, ep: EpochState, u: Usage, hooks) -> None:
+def evaluate_now(p: Parts, run: RunState, ep: EpochState, u: Usage, hooks) -> None:
     """A grid row in the middle of an epoch, at usage `u`. The epoch's clock pauses (its seconds so
     far move to ep.phases), so evaluation time stays out of train_time_s."""
     for k, v in p.timer.end_epoch().items():
         ep.phases[k] = ep.phases.get(k, 0.0) + v
     fold(p, run, ep, ep.phases, u.epochs - run.epoch)
     seconds = run.totals["train_time"] + ep.phases["total"]
-    write_row(p, run, dataclasses.replace(u, seconds=seconds),
-              int(run.totals["steps"]) + ep.steps, hooks)
+    write_row(p, run, dataclasses.replace(u, seconds=seconds), state.counted(run, ep)["steps"], hooks)
     p.timer.start_epoch()
 
 
-def end_epoch(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra: Dict[str, float]) -> None:
+def end_epoch(p: Parts, run: RunState, ep: EpochState, phases: Dict[str, float], extra: Dict[str, float]) -> None:
     """An epoch end on a grid: no row; its counters since its last row wait for the next one."""
     run.extra = dict(extra)
-    fold(p, run, ep, phases, ep.chunk / max(ep.n_chunks, 1))
+    fold(p, run, ep, phases, ep.walked())
 
 
-def final_row(p, run: RunState, u: Usage, steps: int, hooks) -> None:
+def final_row(p: Parts, run: RunState, u: Usage, steps: int, hooks) -> None:
     """The row at the run's end, unless the last grid row was taken at this very point."""
     last = run.rows[-1] if run.rows else None
     if last is not None and (last["backprops"], last["select_forwards"]) == (u.backprops, u.select_forwards):
@@ -52,14 +54,14 @@ def final_row(p, run: RunState, u: Usage, steps: int, hooks) -> None:
     write_row(p, run, u, steps, hooks)
 
 
-def fold(p, run: RunState, ep: EpochState, phases: Dict[str, float], walked: float) -> None:
+def fold(p: Parts, run: RunState, ep: EpochState, phases: Dict[str, float], walked: float) -> None:
     """Move what `ep` counted since its mark into `run.pending` (a collective)."""
     now = outputs.epoch_counters(p, ep, phases, walked)
     run.pending = {k: run.pending.get(k, 0.0) + v - ep.mark.get(k, 0.0) for k, v in now.items()}
     ep.mark = now
 
 
-def write_row(p, run: RunState, u: Usage, steps: int, hooks) -> None:
+def write_row(p: Parts, run: RunState, u: Usage, steps: int, hooks) -> None:
     """Evaluate (after re-estimating batch-norm statistics, seeded by the row's index) and write
     the row whose interval is `run.pending`."""
     if p.cfg.bn_recalibrate:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import torch
 
-from . import records
+from . import records, state
 from .budget import Usage
 from .identity import to_dict
 from .proxy import PHASES as PROXY_PHASES
@@ -19,27 +19,25 @@ from .proxy import proxy_label
 from .state import EpochState, RunState
 from .timing import PHASES
 
+if TYPE_CHECKING:
+    from .build import Parts
+
 log = logging.getLogger("sbrun")
 
 # Below this multiple of chance accuracy a run "learned nothing" and says so.
 CHANCE_MARGIN = 1.5
 
 
-def epoch_row(p, run: RunState, ep: EpochState, phases: Dict[str, float], extra: Dict[str, float],
+def epoch_row(p: Parts, run: RunState, ep: EpochState, phases: Dict[str, float], extra: Dict[str, float],
               scores: Dict[str, float], wall_time: float) -> Dict[str, float]:
     """The metrics.csv row of `ep` (complete, or cut short by the budget), with the run's totals
     up to its end. Reduces this rank's counters across ranks (a collective)."""
-    tot = run.totals
-    walked = ep.chunk / max(ep.n_chunks, 1)         # 1 for a complete epoch
-    u = Usage(epochs=run.epoch + walked, select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
-              backprops=int(tot["backprops"]) + ep.global_backprops, seconds=tot["train_time"] + phases["total"],
-              extra_work=tot["extra_work"], proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops,
-              loaded=int(tot["loaded"]) + ep.loaded)
-    return metrics_row(p, run, u, ep.epoch + 1, int(tot["steps"]) + ep.steps, epoch_counters(p, ep, phases, walked),
-                       scores, extra, wall_time)
+    u = state.usage(run, ep, run.totals["train_time"] + phases["total"])
+    return metrics_row(p, run, u, ep.epoch + 1, state.counted(run, ep)["steps"],
+                       epoch_counters(p, ep, phases, ep.walked()), scores, extra, wall_time)
 
 
-def epoch_counters(p, ep: EpochState, phases: Dict[str, float], walked: float) -> Dict[str, float]:
+def epoch_counters(p: Parts, ep: EpochState, phases: Dict[str, float], walked: float) -> Dict[str, float]:
     """What `ep` has counted so far, all ranks together (a collective): the per-interval sums a
     row reports (train loss, mislabeled and backpropagated examples, epochs walked, phase seconds)."""
     sums = p.dist.all_sum(torch.stack([ep.loss_sum.float(), ep.mislabeled.float(),
@@ -54,7 +52,7 @@ INTERVAL_KEYS = ("loss_sum", "mislabeled", "counted", "backprops", "loaded", "ep
                  "other", "total")
 
 
-def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: Dict[str, float],
+def metrics_row(p: Parts, run: RunState, u: Usage, epoch: float, steps: int, interval: Dict[str, float],
                 scores: Dict[str, float], extra: Dict[str, float], wall_time: float) -> Dict[str, float]:
     """A metrics.csv row: the run's cumulative counters at `u`, `interval`'s per-interval columns
     (since the previous row: an epoch, or a stretch of the evaluation grid) and the scores."""
@@ -90,7 +88,7 @@ def metrics_row(p, run: RunState, u: Usage, epoch: float, steps: int, interval: 
     return row
 
 
-def record_row(p, run: RunState, row: Dict, hooks) -> None:
+def record_row(p: Parts, run: RunState, row: Dict, hooks) -> None:
     """Append a row, write metrics.csv, log it, keep a loss snapshot when one is due, call the
     on_epoch hooks."""
     before = run.rows[-1]["budget_frac"] if run.rows else 0.0
@@ -106,12 +104,8 @@ def record_row(p, run: RunState, row: Dict, hooks) -> None:
 
 def fold_epoch(run: RunState, ep: EpochState, phases: Dict[str, float], wall_time: float) -> None:
     """Add a completed epoch's counters to the run's totals."""
-    tot = run.totals
-    tot.update(select_forwards=int(tot["select_forwards"]) + ep.select_forwards,
-               backprops=int(tot["backprops"]) + ep.global_backprops, steps=int(tot["steps"]) + ep.steps,
-               proxy_backprops=int(tot["proxy_backprops"]) + ep.proxy_backprops,
-               loaded=int(tot["loaded"]) + ep.loaded, train_time=tot["train_time"] + phases["total"],
-               wall_time=wall_time)
+    run.totals.update(state.counted(run, ep), train_time=run.totals["train_time"] + phases["total"],
+                      wall_time=wall_time)
     run.epoch = ep.epoch + 1
 
 
@@ -158,7 +152,23 @@ def run_params(cfg) -> Dict:
                for k in ("val_fraction", "val_seed")}}
 
 
-def summary(p, run: RunState, status: str, **extra) -> Dict:
+# summary.json's totals, and the metrics.csv column each repeats
+ROW_TOTALS = {"total_backprops": "backprops", "total_select_forwards": "select_forwards", "total_steps": "steps",
+              "total_work": "work", "train_time_s": "train_time_s", "wall_time_s": "wall_time_s"}
+
+
+def last_row_totals(run: RunState) -> Dict:
+    """summary.json's totals: the last row's, the point its test accuracy is from. The loop's own
+    running totals (run.totals, with the epoch in progress in EpochState) are the one source every
+    row's totals come from (state.usage); they may run past the last row (an evaluation grid
+    evaluates between epochs). Before any row: nothing spent but the sampler's first phase."""
+    if run.rows:
+        return {k: run.rows[-1][col] for k, col in ROW_TOTALS.items()}
+    return {"total_backprops": 0, "total_select_forwards": 0, "total_steps": 0, "total_work": run.totals["extra_work"],
+            "train_time_s": 0.0, "wall_time_s": 0.0}
+
+
+def summary(p: Parts, run: RunState, status: str, **extra) -> Dict:
     accs = [r["test_acc"] for r in run.rows]
     final = accs[-1] if accs else None
     out = {
@@ -173,12 +183,7 @@ def summary(p, run: RunState, status: str, **extra) -> Dict:
         "final_test_acc": final,
         "best_test_acc": max(accs) if accs else None,
         "final_test_error": 1 - final if final is not None else None,
-        "total_backprops": run.rows[-1]["backprops"] if run.rows else 0,
-        "total_select_forwards": run.rows[-1]["select_forwards"] if run.rows else 0,
-        "total_steps": run.rows[-1]["steps"] if run.rows else 0,
-        "total_work": run.rows[-1]["work"] if run.rows else run.totals["extra_work"],
-        "train_time_s": run.rows[-1]["train_time_s"] if run.rows else 0.0,
-        "wall_time_s": run.rows[-1]["wall_time_s"] if run.rows else 0.0,
+        **last_row_totals(run),
         "compile_warmup_s": p.compile_warmup_s,
         "n_train": p.n,
         "noisy_examples": int(p.data.noisy.sum()),
@@ -193,7 +198,7 @@ def summary(p, run: RunState, status: str, **extra) -> Dict:
     return out
 
 
-def write_summary(p, run: RunState, status: str, **extra) -> Dict:
+def write_summary(p: Parts, run: RunState, status: str, **extra) -> Dict:
     out = summary(p, run, status, **extra)
     if p.dist.rank == 0:
         records.write_json(p.run_dir / records.SUMMARY, out)
@@ -206,7 +211,7 @@ def snapshot_due(k: int, before: float, after: float, last: bool) -> bool:
     return k > 0 and (last or math.floor(after * k + 1e-9) > math.floor(before * k + 1e-9))
 
 
-def snapshot_losses(p, run: RunState) -> None:
+def snapshot_losses(p: Parts, run: RunState) -> None:
     """Keep per-example losses for the loss-CDF figure (every rank joins the reduction)."""
     losses = p.dist.all_min(run.last_loss).cpu().clone()
     # keyed by the 1-based epoch in progress (a grid row's fractional epoch, rounded up)
@@ -215,7 +220,7 @@ def snapshot_losses(p, run: RunState) -> None:
         records.write_npz(p.run_dir / records.SNAPSHOTS, **{k: v.numpy() for k, v in run.snapshots.items()})
 
 
-def finish_outputs(p, run: RunState) -> None:
+def finish_outputs(p: Parts, run: RunState) -> None:
     """Per-example counts, extremes and figures (rank 0; also on a graceful stop)."""
     counts = p.dist.all_sum(run.counts)
     last_loss = p.dist.all_min(run.last_loss)
@@ -232,7 +237,7 @@ def finish_outputs(p, run: RunState) -> None:
             log.warning("per-run figures failed: %s", err)
 
 
-def write_extremes(p, counts: torch.Tensor) -> None:
+def write_extremes(p: Parts, counts: torch.Tensor) -> None:
     k = min(p.cfg.extremes, p.n // 2)
     if k == 0:
         return

@@ -11,7 +11,7 @@ scoring options (`scoring.scale`, `scoring.precision`) get their own f_sel and c
 so does a proxy scorer (`--proxy F`: scoring.proxy.width_factor=F), whose bound also pays its training.
 
 Everything runs through sbrun's public pieces: `build.build` for the parts, `loop.run_epoch`,
-`loop.score` and `loop.forward` for the work, `state.RunState` / `state.EpochState` for the state.
+`loop.score` and `loop.train_forward` for the work, `state.RunState` / `state.EpochState` for the state.
 Outputs (in --out): bench.csv, bench.md, scoring.csv, and costs.json (f_sel and f+b, for
 `budget.unit=work budget.costs=<it>`), plus costs_<option>.json per scoring option.
 

@@ -81,10 +81,10 @@ def data_cost(p: Parts, reps: int) -> float:
 
 
 def f_b(p: Parts, x: torch.Tensor, y: torch.Tensor, reps: int) -> float:
-    """Seconds per example of a training step through loop.forward (compiled where compile=true)."""
+    """Seconds per example of a training step through loop.train_forward (compiled where compile=true)."""
     def step():
         p.net.train()
-        sgd_step(lambda v: loop.forward(p, "train", v), p.optimizer, x, y)
+        sgd_step(lambda v: loop.train_forward(p, v), p.optimizer, x, y)
     return median_time(step, p.device, reps) / x.shape[0]
 
 

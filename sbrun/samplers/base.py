@@ -38,11 +38,17 @@ class Need(enum.Enum):
 @dataclass
 class Ctx:
     epoch: int
-    batch: int                       # index of the chunk within the epoch
+    batch: int                       # the chunk's index within the epoch (also read as `chunk_index`)
     progress: float                  # fraction of the run (epochs or budget) done when the chunk starts
     generator: torch.Generator       # this rank's selection stream
     idx: torch.Tensor                # the chunk's training-set indices (this rank's share)
     window: Optional[torch.Tensor] = None   # every rank's losses of this chunk (global_losses samplers)
+
+    @property
+    def chunk_index(self) -> int:
+        """The chunk's index within the epoch: `batch` by its plain name (`batch` stays the field,
+        since samplers read it and build a Ctx with it)."""
+        return self.batch
 
 
 @dataclass

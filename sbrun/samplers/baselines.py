@@ -136,7 +136,7 @@ class ComposerSB(Sampler):
         if self.priming(ctx):
             return Need.NONE
         c = self.cfg
-        active = rules.composer_active(ctx.progress, ctx.batch, c.start, c.end, c.interrupt)
+        active = rules.composer_active(ctx.progress, ctx.chunk_index, c.start, c.end, c.interrupt)
         return Need.FRESH if active else Need.NONE
 
     def select(self, losses, ctx: Ctx) -> Selection:
