@@ -107,24 +107,10 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     """The run's parts. `data` replaces the configured dataset (a sampler's own sub-run, e.g.
     RHO-LOSS's irreducible-loss model on its holdout)."""
     dist = dist or Collective.single()
-    # Rank 0 keeps the run seed, so a 1-process run is unchanged; DDP copies rank 0's weights.
-    seed_globals(cfg.seed if dist.rank == 0 else derive_seed(cfg.seed, "rank", dist.rank))
-    if cfg.deterministic:      # cuBLAS needs a fixed workspace for deterministic matmuls on CUDA
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # set both ways: a process that runs several jobs (a local sweep) must not keep the last one's
-    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    seed_process(cfg, dist)
     data = data if data is not None else dist.in_turn(lambda: load_data(cfg, device))
     spec = data.spec
-    model = build_model(cfg, spec)
-    proxy = build_proxy(cfg, spec, model, instantiate_model)
-    if cfg.scoring.scale < 1 and cfg.sampler.scores:
-        check_scaled_input(model if proxy is None else proxy.model, spec, cfg)
-    model = model.to(device)
-    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    memory_format = torch.channels_last if conv and cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    if proxy is not None:
-        proxy.model.to(device=device, memory_format=memory_format)
+    model, proxy, memory_format = build_models(cfg, spec, device)
 
     use_tensor = data_on_device(cfg, data, device)
     shard = dist.shard(len(data.train))
@@ -168,6 +154,31 @@ def build(cfg: Config, run_dir: Path, device: torch.device, dist: Optional[Colle
     if cfg.compile:
         parts.compiled = {"train": torch.compile(net), "select": torch.compile(scorer(parts))}
     return parts
+
+
+def seed_process(cfg: Config, dist: Collective) -> None:
+    """Seed the global RNGs and set determinism for this process."""
+    # Rank 0 keeps the run seed, so a 1-process run is unchanged; DDP copies rank 0's weights.
+    seed_globals(cfg.seed if dist.rank == 0 else derive_seed(cfg.seed, "rank", dist.rank))
+    if cfg.deterministic:      # cuBLAS needs a fixed workspace for deterministic matmuls on CUDA
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # set both ways: a process that runs several jobs (a local sweep) must not keep the last one's
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+
+
+def build_models(cfg: Config, spec: DatasetConfig, device: torch.device):
+    """(the model, the proxy scorer or None, the memory format both use), on `device`."""
+    model = build_model(cfg, spec)
+    proxy = build_proxy(cfg, spec, model, instantiate_model)
+    if cfg.scoring.scale < 1 and cfg.sampler.scores:
+        check_scaled_input(model if proxy is None else proxy.model, spec, cfg)
+    model = model.to(device)
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    memory_format = torch.channels_last if conv and cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    if proxy is not None:
+        proxy.model.to(device=device, memory_format=memory_format)
+    return model, proxy, memory_format
 
 
 def scorer(p) -> nn.Module:
