@@ -236,6 +236,17 @@ SLURM_TASK = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "4242", "SLURM_PROCI
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
+@pytest.fixture(autouse=True)
+def restored_environment():
+    """export_submitit_env writes os.environ itself, and monkeypatch.delenv of an absent variable
+    records nothing to restore: without this, a test's RANK/WORLD_SIZE would outlive it and every
+    later in-process run would wait for a process group that never forms."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def exported(monkeypatch, **env):
     pytest.importorskip("submitit")
     for k in TORCHRUN_VARS:
