@@ -342,9 +342,9 @@ def decodes(monkeypatch):
     calls = []
     real = folder.decode_image
 
-    def spy(path, image_size, channels):
+    def spy(path, image_size, channels, *crop_and_gen):
         calls.append(Path(path).name)
-        return real(path, image_size, channels)
+        return real(path, image_size, channels, *crop_and_gen)
     monkeypatch.setattr(folder, "decode_image", spy)
     return calls
 
