@@ -8,6 +8,13 @@ from typing import Dict, List
 from .config import IDENTITY, SETTING, Config, ConfigError, key_kind, keys_of_kind
 
 
+# Keys added after runs had been recorded without them, with the default that reproduces what
+# those runs did: at that default a key is left out of the record, so a run made before it existed
+# can still be resumed, extended or skipped (a run without a proxy does the same for scoring.proxy).
+ADDED_LATER = {("dataset", "storage"): "auto", ("schedule", "warmup"): 0.0, ("optim", "batch_ref"): None,
+               ("budget", "cost_data"): None, ("budget", "charge_data"): False}
+
+
 def to_dict(cfg: Config) -> dict:
     """The config as plain data, in the composed layout (components with their `_target_`)."""
     out = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
@@ -22,6 +29,9 @@ def to_dict(cfg: Config) -> dict:
     # Callbacks attach to a command (a test's spy, a harness), not to the run: a resume or a
     # re-run does not bring them back.
     del out["callbacks"]
+    for (group, key), default in ADDED_LATER.items():
+        if out[group].get(key, default) == default:
+            out[group].pop(key, None)
     return out
 
 

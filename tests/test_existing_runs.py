@@ -113,3 +113,21 @@ def test_ctrl_c_on_the_loader_path_says_its_stop_once(tmp_path):
     assert proc.wait(timeout=120) == 3
     text = "".join(out)
     assert text.count("received SIGINT") == 1 and text.count("stopped by signal") == 1, text
+
+
+def test_a_run_recorded_before_a_key_existed_keeps_its_identity():
+    """Keys added later (dataset.storage, schedule.warmup, ...) are left out of the record at the
+    default that reproduces the older runs, so those runs still skip, extend and resume; a
+    non-default value is part of the identity."""
+    from conftest import make_config
+    from sbrun.config import ConfigError
+    from sbrun.identity import ADDED_LATER, check_compatible, to_dict
+
+    cfg = make_config(["dataset=digits"])
+    recorded = to_dict(cfg)
+    assert all(key not in recorded[group] for group, key in ADDED_LATER)
+    check_compatible(recorded, to_dict(cfg), "run directory")
+    warm = to_dict(make_config(["dataset=digits", "schedule.warmup=0.1"]))
+    assert warm["schedule"]["warmup"] == 0.1
+    with pytest.raises(ConfigError, match="schedule.warmup cannot change"):
+        check_compatible(recorded, warm, "run directory")
