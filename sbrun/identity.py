@@ -7,7 +7,6 @@ from typing import Dict, List
 
 from .config import IDENTITY, SETTING, Config, ConfigError, key_kind, keys_of_kind
 
-
 # Keys added after runs had been recorded without them, with the default that reproduces what
 # those runs did: at that default a key is left out of the record, so a run made before it existed
 # can still be resumed, extended or skipped (a run without a proxy does the same for scoring.proxy).
