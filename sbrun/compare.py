@@ -175,12 +175,11 @@ def add_proxy_costs(pr: Protocol, path: Path) -> None:
     from .budget import measured_proxy
     from .proxy import proxy_setup
     costs = json.loads(path.read_text())
-    for method in pr.methods:
-        run = [*pr.overrides, f"sampler={method}"]
-        setup = proxy_setup(compose_configs({method: run})[method].scoring.proxy)
-        if setup == {"width_factor": None, "model": None} or measured_proxy(costs, setup) is not None:
+    runs = {method: [*pr.overrides, f"sampler={method}"] for method in pr.methods}
+    for method, cfg in compose_configs(runs).items():
+        if not cfg.scoring.proxy.enabled or measured_proxy(costs, proxy_setup(cfg.scoring.proxy)) is not None:
             continue
-        entry = measure_proxy_costs([*run, "progress=off", "plots=false"])
+        entry = measure_proxy_costs([*runs[method], "progress=off", "plots=false"])
         costs["proxies"] = [*costs.get("proxies", []), entry]
         atomic_write(path, (json.dumps(costs, indent=2) + "\n").encode())
         log.info("sbrun-compare: measured %s's proxy: f_sel %.2fx, f+b %.2fx the main model's -> %s", method,

@@ -114,7 +114,7 @@ def measure_proxy_costs(overrides: List[str], reps: int = 20) -> Dict[str, objec
     fb timed in the same probe, for a costs.json `proxies` entry (budget.measured_proxy charges
     their ratios). `overrides` compose to a run with scoring.proxy set (e.g. sampler=sb_proxy)."""
     cfg = compose_configs({"probe": list(overrides)})["probe"]
-    if cfg.scoring.proxy.width_factor is None and cfg.scoring.proxy.model.get("_target_") is None:
+    if not cfg.scoring.proxy.enabled:
         raise ConfigError(f"{' '.join(overrides)} sets no scoring.proxy; allowed: overrides with a proxy scorer")
     main = measure_costs([*overrides, "scoring.proxy.width_factor=null", "scoring.proxy.model._target_=null"], reps)
     with tempfile.TemporaryDirectory() as tmp:

@@ -165,38 +165,35 @@ def random_resized_box(w: int, h: int, gen: torch.Generator) -> Tuple[int, int, 
     return left, top, left + cw, top + ch
 
 
+def corrupt(path: Path, err: Exception) -> DataError:
+    """A damaged image file as one line naming it (Pillow raises many types for them)."""
+    return DataError(f"{path}: unreadable or corrupt image ({one_line(err, lines=None, limit=160)}); "
+                     f"replace or remove it")
+
+
 def decode_checked(path: Path, image_size: int, channels: Optional[int], crop: float = 1.0,
                    gen: Optional[torch.Generator] = None) -> Tuple[np.ndarray, bool]:
     """decode_image, with a damaged file as one DataError line naming it."""
     try:
         return decode_image(path, image_size, channels, crop, gen)
-    except Exception as err:  # Pillow raises many types for damaged files
-        raise DataError(f"{path}: unreadable or corrupt image ({one_line(err, lines=None, limit=160)}); "
-                        f"replace or remove it") from None
+    except Exception as err:
+        raise corrupt(path, err) from None
 
 
 def _decode(root: Path, files: Listing, image_size: int, channels: Optional[int], crop: float,
-            progress: Optional[bool], out: Optional[np.ndarray] = None) -> torch.Tensor:
-    """All files as uint8 [N, C, H, W]; C is `channels`, or 1 if every file is grayscale, else 3.
-    `out` (a memmap of that shape, channels given) receives them one by one instead of RAM."""
-    buf = np.empty((len(files), image_size, image_size, channels or 3), dtype=np.uint8) if out is None else None
+            progress: Optional[bool], out: Optional[np.ndarray] = None) -> np.ndarray:
+    """All files as uint8 [N, C, H, W], written into `out` (a memmap of that shape, channels given)
+    or a new array; C is `channels`, or 1 if every file is grayscale, else 3."""
+    out = np.empty((len(files), channels or 3, image_size, image_size), dtype=np.uint8) if out is None else out
     all_gray = True
     # progress None: a bar on a terminal, silence in logs and batch jobs (tqdm's disable=None).
     bar = tqdm(files, desc=f"decoding {root.name}", unit="img", leave=False,
                disable=None if progress is None else not progress)
     for i, (path, _) in enumerate(bar):
         a, gray = decode_checked(path, image_size, channels, crop)
-        a = a if a.ndim == 3 else a[:, :, None]   # a gray image fills every channel
-        if out is None:
-            buf[i] = a
-        else:
-            out[i] = a.transpose(2, 0, 1)
+        out[i] = (a if a.ndim == 3 else a[:, :, None]).transpose(2, 0, 1)   # a gray image fills every channel
         all_gray = all_gray and gray
-    if out is not None:
-        return out
-    if channels is None and all_gray:
-        buf = buf[..., :1]
-    return torch.from_numpy(buf).permute(0, 3, 1, 2).contiguous()
+    return out[:, :1] if channels is None and all_gray else out
 
 
 def file_channels(files: Listing, channels: Optional[int]) -> int:
@@ -211,8 +208,7 @@ def file_channels(files: Listing, channels: Optional[int]) -> int:
                 if img.mode not in _GRAY_MODES:
                     return 3
         except Exception as err:
-            raise DataError(f"{path}: unreadable or corrupt image ({one_line(err, lines=None, limit=160)}); "
-                            f"replace or remove it") from None
+            raise corrupt(path, err) from None
     return 1
 
 
@@ -221,12 +217,6 @@ def file_decoder(image_size: int, channels: int, crop: float, random_crop: bool,
     """FileImages' decode: a random-resized crop when training asks with a generator, else the
     deterministic one (the same pixels as memory and memmap storage)."""
     return decode_checked(path, image_size, channels, crop, gen if random_crop else None)[0]
-
-
-def _split_sets(images: torch.Tensor, train: Listing, test: Listing) -> Tuple[ImageSet, ImageSet]:
-    labels = torch.tensor([label for _, label in train + test], dtype=torch.int64)
-    n = len(train)
-    return ImageSet(images[:n], labels[:n]), ImageSet(images[n:], labels[n:])
 
 
 # --- cache ---------------------------------------------------------------------------------------
@@ -301,13 +291,14 @@ def load_folder(path, image_size: int, channels: Optional[int] = None, num_class
     cache = root / CACHE_DIR / f"{key}.npz"
     images = _read_cache(cache, len(train) + len(test), image_size)
     if images is None:
-        images = _decode(root, train + test, image_size, channels, eval_crop, progress)
+        images = torch.from_numpy(np.ascontiguousarray(_decode(root, train + test, image_size, channels, eval_crop,
+                                                               progress)))
         try:
             write_npz(cache, images=images.numpy())
         except OutputError as err:
             log.warning("image cache not written, the next run decodes again: %s", err)
-    train_set, test_set = _split_sets(images, train, test)
-    return as_train_test(TrainTest(train_set, test_set, classes), str(root))
+    return as_train_test(TrainTest(ImageSet(images[:n], labels[:n]), ImageSet(images[n:], labels[n:]), classes),
+                         str(root))
 
 
 def _memmap_cache(root: Path, key: str, files: Listing, image_size: int, channels: Optional[int], crop: float,
